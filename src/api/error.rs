@@ -1,0 +1,121 @@
+//! The one place where errors become HTTP statuses, with one JSON body everywhere:
+//! `{"error": "...", "error_type": "..."}` (the Open Inference Protocol's `error`, plus a stable
+//! kind a client can branch on).
+
+use axum::extract::rejection::JsonRejection;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::engine::EngineError;
+use crate::tensor::TensorError;
+use crate::worker::protocol::FailureKind;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request breaks a rule: the message names the field, the rule and the value.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+    /// The model failed on valid input (wrong output shape, NaN, could not be loaded).
+    #[error("{0}")]
+    Model(String),
+    /// No capacity now; the client may retry after the given seconds.
+    #[error("{message}")]
+    Unavailable { message: String, retry_after_s: u32 },
+    #[error("{0}")]
+    Internal(String),
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: String,
+    error_type: &'a str,
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Invalid(_) => StatusCode::BAD_REQUEST,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Model(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A stable name for the kind of error.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            Self::Invalid(_) => "invalid_request",
+            Self::NotFound(_) => "not_found",
+            Self::Model(_) => "model_error",
+            Self::Unavailable { .. } => "unavailable",
+            Self::Internal(_) => "internal",
+        }
+    }
+
+    pub fn unknown_model(name: &str) -> Self {
+        Self::NotFound(format!("model {name:?} is not in the repository"))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::error!(error_type = self.error_type(), "{self}");
+        } else {
+            tracing::info!(error_type = self.error_type(), "{self}");
+        }
+        let body = ErrorBody {
+            error: self.to_string(),
+            error_type: self.error_type(),
+        };
+        let mut response = (status, axum::Json(body)).into_response();
+        if let Self::Unavailable { retry_after_s, .. } = self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s));
+        }
+        response
+    }
+}
+
+impl From<TensorError> for ApiError {
+    fn from(e: TensorError) -> Self {
+        Self::Invalid(e.to_string())
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(e: JsonRejection) -> Self {
+        Self::Invalid(format!("request body: {}", e.body_text()))
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::QueueFull(_) => Self::Unavailable {
+                message: e.to_string(),
+                retry_after_s: 1,
+            },
+            EngineError::ShuttingDown => Self::Unavailable {
+                message: e.to_string(),
+                retry_after_s: 5,
+            },
+            EngineError::WorkerDied(_) => Self::Internal(e.to_string()),
+        }
+    }
+}
+
+/// A worker's refusal, by whose fault it was.
+pub fn worker_failure(kind: FailureKind, message: String) -> ApiError {
+    match kind {
+        FailureKind::Input => ApiError::Invalid(message),
+        FailureKind::Model => ApiError::Model(message),
+        FailureKind::Internal => ApiError::Internal(message),
+    }
+}

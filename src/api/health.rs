@@ -1,0 +1,33 @@
+//! Server health and metadata (Open Inference Protocol).
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::AppState;
+
+/// `GET /v2`: server metadata.
+pub async fn server_metadata() -> Json<Value> {
+    Json(json!({
+        "name": "robustd",
+        "version": env!("CARGO_PKG_VERSION"),
+        "extensions": ["model_repository"],
+    }))
+}
+
+/// `GET /v2/health/live`: the process answers.
+pub async fn live() -> Json<Value> {
+    Json(json!({ "live": true }))
+}
+
+/// `GET /v2/health/ready`: at least one worker process is up to take requests.
+pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    let ready = state.pool.ready_workers() > 0;
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(json!({ "ready": ready })))
+}

@@ -1,0 +1,140 @@
+//! A TorchScript model as the attacks see it: eval mode, the card's normalisation applied inside
+//! the graph, outputs checked.
+
+use std::path::Path;
+
+use tch::{CModule, Device, Kind, Tensor};
+
+use super::AttackError;
+use crate::model::{ModelCard, Task};
+
+/// The file is not a TorchScript archive robustd will hand to libtorch.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelFileError {
+    #[error("model file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("model file {path}: not a TorchScript archive (a TorchScript file is a zip archive)")]
+    NotArchive { path: String },
+    #[error("model file {path}: libtorch could not load it: {message}")]
+    Load { path: String, message: String },
+}
+
+/// A loaded model with what the attacks need from its card.
+pub struct AttackedModel {
+    module: CModule,
+    card: ModelCard,
+    device: Device,
+    /// Normalisation as broadcastable tensors of shape [1, C, 1, ...], on `device`.
+    mean_std: Option<(Tensor, Tensor)>,
+}
+
+impl AttackedModel {
+    /// Loads a TorchScript file onto `device` in eval mode.
+    pub fn load(path: &Path, card: ModelCard, device: Device) -> Result<Self, ModelFileError> {
+        let shown = path.display().to_string();
+        check_archive(path, &shown)?;
+        let mut module =
+            CModule::load_on_device(path, device).map_err(|e| ModelFileError::Load {
+                path: shown.clone(),
+                message: first_line(&e),
+            })?;
+        module.set_eval();
+        let mean_std = card.normalization.as_ref().map(|norm| {
+            let mut shape = vec![1i64; card.input.shape.len() + 1];
+            shape[1] = if norm.mean.len() == 1 {
+                1
+            } else {
+                card.input.shape[0]
+            };
+            let as_tensor = |v: &[f64]| {
+                Tensor::from_slice(v)
+                    .to_kind(Kind::Float)
+                    .reshape(&shape)
+                    .to_device(device)
+            };
+            (as_tensor(&norm.mean), as_tensor(&norm.std))
+        });
+        Ok(Self {
+            module,
+            card,
+            device,
+            mean_std,
+        })
+    }
+
+    pub fn card(&self) -> &ModelCard {
+        &self.card
+    }
+
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    /// Runs the model on inputs in the card's domain (normalised here) and checks that the output
+    /// is `[batch, k]` with the k the card implies, as float.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor, AttackError> {
+        let input = match &self.mean_std {
+            Some((mean, std)) => x.f_sub(mean)?.f_div(std)?,
+            None => x.shallow_clone(),
+        };
+        let output = self.module.forward_ts(&[input])?;
+        self.check_output(&output, x.size()[0])?;
+        Ok(output.f_to_kind(Kind::Float)?)
+    }
+
+    /// Width of the output the card promises.
+    pub fn output_width(&self) -> Option<i64> {
+        match self.card.task {
+            Task::Classification => self.card.num_classes,
+            Task::Binary => Some(1),
+            Task::Regression => None,
+        }
+    }
+
+    fn check_output(&self, output: &Tensor, batch: i64) -> Result<(), AttackError> {
+        let size = output.size();
+        let expected = self.output_width();
+        let fits = size.len() == 2
+            && size[0] == batch
+            && expected.is_none_or(|k| size[1] == k)
+            && output.is_floating_point();
+        if !fits {
+            let want = match expected {
+                Some(k) => format!("[{batch}, {k}]"),
+                None => format!("[{batch}, k]"),
+            };
+            return Err(AttackError::Model(format!(
+                "output must be a float tensor of shape {want}, got {:?} of {:?}",
+                size,
+                output.kind()
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn check_archive(path: &Path, shown: &str) -> Result<(), ModelFileError> {
+    use std::io::Read;
+    let mut magic = [0u8; 4];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .map_err(|source| ModelFileError::Read {
+            path: shown.to_owned(),
+            source,
+        })?;
+    if &magic != b"PK\x03\x04" {
+        return Err(ModelFileError::NotArchive {
+            path: shown.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// libtorch errors carry a C++ backtrace after the first line; the first line is the message.
+fn first_line(error: &tch::TchError) -> String {
+    let text = error.to_string();
+    text.lines().next().unwrap_or_default().to_owned()
+}

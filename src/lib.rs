@@ -1,0 +1,12 @@
+//! robustd: the worst-case loss of a model under bounded input perturbations, served over HTTP.
+//!
+//! The server (`api`, `engine`) never runs user models itself: worker processes (`worker`) load
+//! them with libtorch and run the math in `attack`.
+
+pub mod api;
+pub mod attack;
+pub mod config;
+pub mod engine;
+pub mod model;
+pub mod tensor;
+pub mod worker;

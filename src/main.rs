@@ -1,0 +1,129 @@
+//! The `robustd` command: `serve` runs the API, `worker` is the child process `serve` starts.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use robustd::api::{self, AppState};
+use robustd::config::ServeConfig;
+use robustd::engine::{PoolSettings, WorkerPool};
+use robustd::model::Repository;
+use robustd::worker::{self, WorkerSettings};
+
+#[derive(Parser)]
+#[command(
+    name = "robustd",
+    version,
+    about = "Adversarial-robustness evaluation server"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the HTTP server and its worker processes.
+    Serve(ServeConfig),
+    /// Run as a worker process (started by `serve`; speaks the pipe protocol on stdin/stdout).
+    #[command(hide = true)]
+    Worker {
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        #[arg(long, default_value_t = 1)]
+        threads: i32,
+        #[arg(long, default_value_t = 8)]
+        model_cache: usize,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+
+    let result = match cli.command {
+        Command::Serve(config) => serve(config),
+        Command::Worker {
+            device,
+            threads,
+            model_cache,
+        } => worker::run(WorkerSettings {
+            device,
+            threads,
+            model_cache,
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(config: ServeConfig) -> anyhow::Result<()> {
+    let repository = Repository::scan(&config.models)?;
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let address = std::net::SocketAddr::new(config.host, config.port);
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .with_context(|| format!("cannot listen on {address}"))?;
+
+        let executable = std::env::current_exe().context("locating the robustd executable")?;
+        let pool = WorkerPool::start(PoolSettings {
+            executable,
+            slots: config.slots(),
+            queue_size: config.max_queue_size,
+            model_cache: config.model_cache,
+        });
+        let address = listener.local_addr().context("reading the bound address")?;
+        tracing::info!(
+            %address,
+            models = repository.len(),
+            workers = config.slots().len(),
+            "robustd listening"
+        );
+
+        let state = AppState::new(config, repository, pool.clone());
+        tokio::spawn(api::load_models(state.clone()));
+        axum::serve(listener, api::app(state))
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .context("serving HTTP")?;
+
+        tracing::info!("draining workers");
+        pool.shutdown().await;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown signal received");
+}

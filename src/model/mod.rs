@@ -1,0 +1,8 @@
+//! Models the server knows: their cards (what the input looks like and how to attack it) and the
+//! repository that finds them on disk.
+
+mod card;
+mod repository;
+
+pub use card::{InputSpec, ModelCard, Normalization, Task};
+pub use repository::{ModelEntry, Repository, RepositoryError};

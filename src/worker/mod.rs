@@ -1,0 +1,143 @@
+//! `robustd worker`: the child process that links libtorch, loads models and runs them.
+//!
+//! It reads request frames on stdin and writes reply frames on stdout (see [`protocol`]); stdout
+//! carries nothing else. Logs go to stderr. The worker exits when stdin closes, so it never
+//! outlives the server that started it.
+
+mod cache;
+pub mod protocol;
+
+use std::io::{self, BufReader, BufWriter};
+
+use tch::{Device, Kind, Tensor};
+
+use crate::attack::AttackError;
+use crate::tensor::HostTensor;
+use cache::ModelCache;
+use protocol::{FailureKind, ModelRef, Reply, Request};
+
+/// How a worker process is set up.
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    /// `cpu` or `cuda:N`.
+    pub device: String,
+    /// libtorch intra-op threads.
+    pub threads: i32,
+    /// Models kept loaded, least recently used dropped first.
+    pub model_cache: usize,
+}
+
+/// Parses `cpu` or `cuda:N` (also `cuda`, meaning `cuda:0`).
+pub fn parse_device(name: &str) -> Result<Device, String> {
+    match name {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => Ok(Device::Cuda(0)),
+        _ => name
+            .strip_prefix("cuda:")
+            .and_then(|i| i.parse().ok())
+            .map(Device::Cuda)
+            .ok_or_else(|| format!("device must be cpu or cuda:N, got {name:?}")),
+    }
+}
+
+/// The worker's main loop.
+pub fn run(settings: WorkerSettings) -> anyhow::Result<()> {
+    let device = parse_device(&settings.device).map_err(anyhow::Error::msg)?;
+    if let Device::Cuda(i) = device {
+        let count = tch::Cuda::device_count();
+        anyhow::ensure!(
+            (i as i64) < count,
+            "device {} is not available: this machine has {count} CUDA devices",
+            settings.device
+        );
+    }
+    tch::set_num_threads(settings.threads);
+
+    let mut input = BufReader::new(io::stdin().lock());
+    let mut output = BufWriter::new(io::stdout().lock());
+    let hello = Reply::Hello {
+        pid: std::process::id(),
+        device: settings.device,
+        threads: settings.threads,
+    };
+    protocol::write_frame(&mut output, &hello, &[])?;
+
+    let mut cache = ModelCache::new(settings.model_cache.max(1));
+    loop {
+        let (request, tensors): (Request, Vec<HostTensor>) = match protocol::read_frame(&mut input)
+        {
+            Ok(frame) => frame,
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        let (reply, outputs) = match request {
+            Request::Shutdown => return Ok(()),
+            Request::Load { model } => match cache.get_or_load(&model, device) {
+                Ok(_) => (Reply::Loaded, vec![]),
+                Err(reply) => (reply, vec![]),
+            },
+            Request::Infer { model } => infer(&mut cache, &model, device, &tensors),
+        };
+        protocol::write_frame(&mut output, &reply, &outputs)?;
+    }
+}
+
+fn infer(
+    cache: &mut ModelCache,
+    model_ref: &ModelRef,
+    device: Device,
+    tensors: &[HostTensor],
+) -> (Reply, Vec<HostTensor>) {
+    let model = match cache.get_or_load(model_ref, device) {
+        Ok(model) => model,
+        Err(reply) => return (reply, vec![]),
+    };
+    let result = tensors
+        .first()
+        .ok_or_else(|| AttackError::Input("infer needs one input tensor".to_owned()))
+        .and_then(|x| {
+            let x = to_device_tensor(x, device)?;
+            let y = tch::no_grad(|| model.forward(&x))?;
+            from_device_tensor(&y)
+        });
+    match result {
+        Ok(output) => (Reply::Output, vec![output]),
+        Err(e) => (failure(&e), vec![]),
+    }
+}
+
+/// Moves a host tensor onto the device as float.
+pub fn to_device_tensor(t: &HostTensor, device: Device) -> Result<Tensor, AttackError> {
+    let tensor = match (t.as_f32(), t.as_i64()) {
+        (Some(v), _) => Tensor::f_from_slice(v)?,
+        (_, Some(v)) => Tensor::f_from_slice(v)?,
+        _ => unreachable!("a host tensor holds f32 or i64"),
+    };
+    Ok(tensor.f_reshape(&t.shape)?.f_to_device(device)?)
+}
+
+/// Copies a float tensor back to host memory.
+pub fn from_device_tensor(t: &Tensor) -> Result<HostTensor, AttackError> {
+    let flat = t
+        .f_to_kind(Kind::Float)?
+        .f_to_device(Device::Cpu)?
+        .f_contiguous()?
+        .f_view(-1)?;
+    let values = Vec::<f32>::try_from(&flat)?;
+    Ok(HostTensor::f32(t.size(), values))
+}
+
+fn failure(error: &AttackError) -> Reply {
+    let kind = match error {
+        AttackError::Model(_) => FailureKind::Model,
+        AttackError::Input(_) => FailureKind::Input,
+        AttackError::Torch(_) => FailureKind::Internal,
+    };
+    let message = error
+        .to_string()
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    Reply::Failed { kind, message }
+}

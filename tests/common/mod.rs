@@ -1,0 +1,160 @@
+//! A real `robustd serve` process for integration tests: started on a free port with the shipped
+//! models, talked to over HTTP, stopped (SIGTERM) when dropped.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn robustd() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_robustd"))
+}
+
+pub struct TestServer {
+    child: Child,
+    pub base: String,
+    /// Lines the server wrote to stderr after its start line.
+    pub log: mpsc::Receiver<String>,
+}
+
+impl TestServer {
+    /// Starts a server on the shipped models and waits until `digits_cnn` is ready.
+    pub async fn start(extra: &[&str]) -> Self {
+        let server = Self::spawn(extra);
+        server.wait_ready("digits_cnn").await;
+        server
+    }
+
+    /// Starts a server without waiting for any model.
+    pub fn spawn(extra: &[&str]) -> Self {
+        let mut child = robustd()
+            .args(["serve", "--port", "0", "--models"])
+            .arg(repo_root().join("models"))
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start robustd serve");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[server] {line}");
+                if tx.send(line).is_err() {
+                    // Keep draining so the server never blocks on a full pipe.
+                    continue;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let address = loop {
+            let line = rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .expect("the server printed its listening line in time");
+            if let Some(rest) = line.split("address=").nth(1) {
+                if line.contains("robustd listening") {
+                    break rest.split_whitespace().next().unwrap().to_owned();
+                }
+            }
+        };
+        Self {
+            child,
+            base: format!("http://{address}"),
+            log: rx,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn wait_ready(&self, model: &str) {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(180);
+        while Instant::now() < deadline {
+            let url = self.url(&format!("/v2/models/{model}/ready"));
+            if let Ok(response) = client.get(url).send().await {
+                if response.status() == 200 {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("model {model} was not ready within 180 s");
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM and waits for the process to exit; returns its exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        None
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.terminate();
+        }
+    }
+}
+
+/// The shipped digits test split: inputs [n, 1, 8, 8] in [0, 1] and labels.
+pub struct Digits {
+    pub x: Vec<f32>,
+    pub y: Vec<i64>,
+}
+
+impl Digits {
+    pub fn load() -> Self {
+        let path = repo_root().join("models/datasets/digits_test.safetensors");
+        let bytes = std::fs::read(path).expect("digits test split");
+        let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let x = tensors.tensor("x").unwrap();
+        let y = tensors.tensor("y").unwrap();
+        Self {
+            x: x.data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
+            y: y.data()
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.y.len()
+    }
+
+    /// Samples `range` as flat values.
+    pub fn inputs(&self, range: std::ops::Range<usize>) -> Vec<f32> {
+        self.x[range.start * 64..range.end * 64].to_vec()
+    }
+}
+
+pub fn path_str(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
