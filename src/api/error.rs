@@ -116,6 +116,6 @@ pub fn worker_failure(kind: FailureKind, message: String) -> ApiError {
     match kind {
         FailureKind::Input => ApiError::Invalid(message),
         FailureKind::Model => ApiError::Model(message),
-        FailureKind::Internal => ApiError::Internal(message),
+        FailureKind::Cancelled | FailureKind::Internal => ApiError::Internal(message),
     }
 }

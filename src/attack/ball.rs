@@ -19,14 +19,18 @@ pub struct Ball {
 /// Per-sample L2 norm over all but the first dimension, shaped [batch, 1, 1, ...] to broadcast.
 pub fn l2_norms(t: &Tensor) -> Result<Tensor, tch::TchError> {
     let batch = t.size()[0];
-    let norms = t.f_reshape([batch, -1])?.f_norm_scalaropt_dim(2, [1i64].as_slice(), false)?;
+    let norms = t
+        .f_reshape([batch, -1])?
+        .f_norm_scalaropt_dim(2, [1i64].as_slice(), false)?;
     norms.f_reshape(broadcast_shape(t))
 }
 
 /// Per-sample Linf norm over all but the first dimension, shape [batch].
 pub fn linf_norms(t: &Tensor) -> Result<Tensor, tch::TchError> {
     let batch = t.size()[0];
-    t.f_reshape([batch, -1])?.f_abs()?.f_amax([1i64].as_slice(), false)
+    t.f_reshape([batch, -1])?
+        .f_abs()?
+        .f_amax([1i64].as_slice(), false)
 }
 
 /// [batch, 1, 1, ...] for a tensor of shape [batch, ...].
@@ -44,7 +48,12 @@ impl Ball {
 
     /// One ascent step of length `step` (per-sample [batch, 1, ...] or a scalar tensor):
     /// `step * sign(g)` for Linf, `step * g / ||g||_2` for L2.
-    pub fn ascend(&self, x: &Tensor, grad: &Tensor, step: &Tensor) -> Result<Tensor, tch::TchError> {
+    pub fn ascend(
+        &self,
+        x: &Tensor,
+        grad: &Tensor,
+        step: &Tensor,
+    ) -> Result<Tensor, tch::TchError> {
         let direction = match self.norm {
             Norm::Linf => grad.f_sign()?,
             Norm::L2 => grad.f_div(&l2_norms(grad)?.f_add_scalar(TINY)?)?,
@@ -60,7 +69,10 @@ impl Ball {
             Norm::Linf => delta.f_clamp(-self.eps, self.eps)?,
             Norm::L2 => {
                 let norms = l2_norms(&delta)?;
-                let factor = norms.f_reciprocal()?.f_mul_scalar(self.eps)?.f_clamp_max(1.0)?;
+                let factor = norms
+                    .f_reciprocal()?
+                    .f_mul_scalar(self.eps)?
+                    .f_clamp_max(1.0)?;
                 delta.f_mul(&factor)?
             }
         };
@@ -71,14 +83,17 @@ impl Ball {
     /// normals followed by one uniform radius per sample as the last column.
     pub fn random_start(&self, clean: &Tensor, noise: &Tensor) -> Result<Tensor, tch::TchError> {
         let delta = match self.norm {
-            Norm::Linf => noise.f_mul_scalar(2.0 * self.eps)?.f_sub_scalar(self.eps)?,
+            Norm::Linf => noise
+                .f_reshape(clean.size())?
+                .f_mul_scalar(2.0 * self.eps)?
+                .f_sub_scalar(self.eps)?,
             Norm::L2 => {
-                let batch = clean.size()[0];
                 let columns = noise.size()[1];
                 let normal = noise.f_narrow(1, 0, columns - 1)?.f_reshape(clean.size())?;
-                let radius = noise.f_narrow(1, columns - 1, 1)?.f_reshape(broadcast_shape(clean))?;
+                let radius = noise
+                    .f_narrow(1, columns - 1, 1)?
+                    .f_reshape(broadcast_shape(clean))?;
                 let unit = normal.f_div(&l2_norms(&normal)?)?;
-                let _ = batch;
                 unit.f_mul(&radius)?.f_mul_scalar(self.eps)?
             }
         };
@@ -92,7 +107,12 @@ mod tests {
 
     #[test]
     fn l2_projection_rescales_only_what_leaves_the_ball() {
-        let ball = Ball { norm: Norm::L2, eps: 1.0, lo: -10.0, hi: 10.0 };
+        let ball = Ball {
+            norm: Norm::L2,
+            eps: 1.0,
+            lo: -10.0,
+            hi: 10.0,
+        };
         let clean = Tensor::zeros([2, 2], (Kind::Float, tch::Device::Cpu));
         let x = Tensor::from_slice(&[3.0f32, 4.0, 0.3, 0.4]).view([2, 2]);
         let projected = Vec::<f32>::try_from(ball.project(&x, &clean).unwrap().view(-1)).unwrap();
@@ -104,7 +124,12 @@ mod tests {
 
     #[test]
     fn linf_projection_clamps_then_clips_to_the_domain() {
-        let ball = Ball { norm: Norm::Linf, eps: 0.1, lo: 0.0, hi: 1.0 };
+        let ball = Ball {
+            norm: Norm::Linf,
+            eps: 0.1,
+            lo: 0.0,
+            hi: 1.0,
+        };
         let clean = Tensor::from_slice(&[0.5f32, 0.95, 0.05]);
         let x = Tensor::from_slice(&[0.9f32, 1.2, -0.3]);
         let projected = Vec::<f32>::try_from(ball.project(&x, &clean).unwrap()).unwrap();

@@ -42,13 +42,17 @@ pub fn cross_entropy(logits: &Tensor, y: &Tensor) -> Result<Tensor, tch::TchErro
 
 /// The value of each row's logit at `y`, shape [batch].
 fn pick(logits: &Tensor, y: &Tensor) -> Result<Tensor, tch::TchError> {
-    logits.f_gather(1, &y.f_unsqueeze(1)?, false)?.f_squeeze_dim(1)
+    logits
+        .f_gather(1, &y.f_unsqueeze(1)?, false)?
+        .f_squeeze_dim(1)
 }
 
 /// Carlini-Wagner margin: the best other logit minus the true one.
 pub fn margin(logits: &Tensor, y: &Tensor) -> Result<Tensor, tch::TchError> {
     let true_logit = pick(logits, y)?;
-    let mask = logits.f_zeros_like()?.f_scatter_value(1, &y.f_unsqueeze(1)?, f64::INFINITY)?;
+    let mask = logits
+        .f_zeros_like()?
+        .f_scatter_value(1, &y.f_unsqueeze(1)?, f64::INFINITY)?;
     let (best_other, _) = logits.f_sub(&mask)?.f_max_dim(1, false)?;
     best_other.f_sub(&true_logit)
 }
@@ -59,12 +63,18 @@ pub fn dlr(logits: &Tensor, y: &Tensor) -> Result<Tensor, tch::TchError> {
     let top = sorted.f_select(1, -1)?;
     let second = sorted.f_select(1, -2)?;
     let third = sorted.f_select(1, -3)?;
-    let y_is_top = order.f_select(1, -1)?.f_eq_tensor(y)?.f_to_kind(Kind::Float)?;
+    let y_is_top = order
+        .f_select(1, -1)?
+        .f_eq_tensor(y)?
+        .f_to_kind(Kind::Float)?;
     // The best logit other than y's: the second when y is on top, else the top.
-    let best_other =
-        second.f_mul(&y_is_top)?.f_add(&top.f_mul(&y_is_top.f_neg()?.f_add_scalar(1.0)?)?)?;
+    let best_other = second
+        .f_mul(&y_is_top)?
+        .f_add(&top.f_mul(&y_is_top.f_neg()?.f_add_scalar(1.0)?)?)?;
     let numerator = pick(logits, y)?.f_sub(&best_other)?;
-    numerator.f_div(&top.f_sub(&third)?.f_add_scalar(1e-12)?)?.f_neg()
+    numerator
+        .f_div(&top.f_sub(&third)?.f_add_scalar(1e-12)?)?
+        .f_neg()
 }
 
 /// Targeted DLR: -(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2).
@@ -73,8 +83,13 @@ pub fn dlr_targeted(logits: &Tensor, y: &Tensor, t: &Tensor) -> Result<Tensor, t
     let top = sorted.f_select(1, -1)?;
     let third = sorted.f_select(1, -3)?;
     let fourth = sorted.f_select(1, -4)?;
-    let scale = top.f_sub(&third.f_add(&fourth)?.f_mul_scalar(0.5)?)?.f_add_scalar(1e-12)?;
-    pick(logits, y)?.f_sub(&pick(logits, t)?)?.f_div(&scale)?.f_neg()
+    let scale = top
+        .f_sub(&third.f_add(&fourth)?.f_mul_scalar(0.5)?)?
+        .f_add_scalar(1e-12)?;
+    pick(logits, y)?
+        .f_sub(&pick(logits, t)?)?
+        .f_div(&scale)?
+        .f_neg()
 }
 
 /// Binary cross-entropy with logits for a one-logit model.
@@ -90,7 +105,10 @@ pub fn bce(logit: &Tensor, y: &Tensor) -> Result<Tensor, tch::TchError> {
 
 /// Mean squared error over each row.
 pub fn mse(output: &Tensor, target: &Tensor) -> Result<Tensor, tch::TchError> {
-    output.f_sub(target)?.f_square()?.f_mean_dim(1, false, Kind::Float)
+    output
+        .f_sub(target)?
+        .f_square()?
+        .f_mean_dim(1, false, Kind::Float)
 }
 
 #[cfg(test)]
@@ -114,7 +132,10 @@ mod tests {
         close(&dlr(&logits, &y).unwrap(), &[-2.0 / 3.0, 0.75]);
         // Targeted at class 2: -(z_y - z_t) / (z1 - (z3 + z4) / 2).
         let t = Tensor::from_slice(&[2i64, 2]);
-        close(&dlr_targeted(&logits, &y, &t).unwrap(), &[-3.0 / 3.5, 3.0 / 4.5]);
+        close(
+            &dlr_targeted(&logits, &y, &t).unwrap(),
+            &[-3.0 / 3.5, 3.0 / 4.5],
+        );
     }
 
     #[test]
@@ -124,7 +145,10 @@ mod tests {
         let ce = cross_entropy(&logits, &y).unwrap();
         close(&ce, &[std::f32::consts::LN_2, 4.54e-5]);
         let one = Tensor::from_slice(&[0.0f32, 2.0]).view([2, 1]);
-        close(&bce(&one, &y).unwrap(), &[std::f32::consts::LN_2, 2.126_928]);
+        close(
+            &bce(&one, &y).unwrap(),
+            &[std::f32::consts::LN_2, 2.126_928],
+        );
         let target = Tensor::from_slice(&[1.0f32, 2.0]).view([2, 1]);
         close(&mse(&one, &target).unwrap(), &[1.0, 0.0]);
     }

@@ -42,6 +42,16 @@ impl AttackedModel {
                 message: first_line(&e),
             })?;
         module.set_eval();
+        // Gradients are taken with respect to the input only: parameters never need them.
+        let parameters = module
+            .named_parameters()
+            .map_err(|e| ModelFileError::Load {
+                path: shown.clone(),
+                message: first_line(&e),
+            })?;
+        for (_, parameter) in parameters {
+            let _ = parameter.set_requires_grad(false);
+        }
         let mean_std = card.normalization.as_ref().map(|norm| {
             let mut shape = vec![1i64; card.input.shape.len() + 1];
             shape[1] = if norm.mean.len() == 1 {

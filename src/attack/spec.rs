@@ -171,33 +171,54 @@ impl AttackSettings {
     pub fn pgd_step_size(&self) -> f64 {
         match self.method {
             Method::Fgsm => self.eps,
-            _ => self.step_size.unwrap_or(2.5 * self.eps / f64::from(self.steps.max(1))),
+            _ => self
+                .step_size
+                .unwrap_or(2.5 * self.eps / f64::from(self.steps.max(1))),
         }
     }
 
     /// Checks the settings for a model, naming the field (`attacks[i].eps`) and the rule.
-    pub fn validate(&self, field: &str, task: Task, num_classes: Option<i64>) -> Result<(), String> {
+    pub fn validate(
+        &self,
+        field: &str,
+        task: Task,
+        num_classes: Option<i64>,
+    ) -> Result<(), String> {
         if !(self.eps.is_finite() && self.eps >= 0.0) {
-            return Err(format!("{field}.eps: must be a finite number >= 0, got {}", self.eps));
+            return Err(format!(
+                "{field}.eps: must be a finite number >= 0, got {}",
+                self.eps
+            ));
         }
         if self.method != Method::Fgsm && self.steps == 0 {
             return Err(format!("{field}.steps: must be at least 1, got 0"));
         }
         if self.steps > 100_000 {
-            return Err(format!("{field}.steps: must be at most 100000, got {}", self.steps));
+            return Err(format!(
+                "{field}.steps: must be at most 100000, got {}",
+                self.steps
+            ));
         }
         if let Some(step) = self.step_size {
             if !(step.is_finite() && step > 0.0) {
-                return Err(format!("{field}.step_size: must be a finite number > 0, got {step}"));
+                return Err(format!(
+                    "{field}.step_size: must be a finite number > 0, got {step}"
+                ));
             }
         }
         if self.restarts == 0 || self.restarts > 1000 {
-            return Err(format!("{field}.restarts: must be 1 to 1000, got {}", self.restarts));
+            return Err(format!(
+                "{field}.restarts: must be 1 to 1000, got {}",
+                self.restarts
+            ));
         }
         let loss = self.loss(task);
         let fits = match task {
             Task::Classification => {
-                matches!(loss, LossKind::CrossEntropy | LossKind::Margin | LossKind::Dlr)
+                matches!(
+                    loss,
+                    LossKind::CrossEntropy | LossKind::Margin | LossKind::Dlr
+                )
             }
             Task::Binary => loss == LossKind::Bce,
             Task::Regression => loss == LossKind::Mse,
@@ -214,7 +235,9 @@ impl AttackSettings {
             ));
         }
         if self.targeted && task != Task::Classification {
-            return Err(format!("{field}.targeted: only classification models can be targeted"));
+            return Err(format!(
+                "{field}.targeted: only classification models can be targeted"
+            ));
         }
         let classes = num_classes.unwrap_or(0);
         let needed = if self.targeted { 4 } else { 3 };
@@ -252,12 +275,20 @@ pub struct AttackPlan {
 
 impl AttackPlan {
     pub fn single(settings: AttackSettings, objective: Objective, seed: u64) -> Self {
-        Self { attacks: vec![settings], objective, seed, last_iterate: false }
+        Self {
+            attacks: vec![settings],
+            objective,
+            seed,
+            last_iterate: false,
+        }
     }
 
     pub fn validate(&self, task: Task, num_classes: Option<i64>) -> Result<(), String> {
         if self.attacks.is_empty() || self.attacks.len() > 16 {
-            return Err(format!("attacks: must list 1 to 16 attacks, got {}", self.attacks.len()));
+            return Err(format!(
+                "attacks: must list 1 to 16 attacks, got {}",
+                self.attacks.len()
+            ));
         }
         if task == Task::Regression && self.objective == Objective::Accuracy {
             return Err("objective: a regression model has no accuracy; use loss".to_owned());

@@ -85,8 +85,12 @@ mod tests {
     #[test]
     fn every_coordinate_changes_the_stream() {
         let base = uniforms(&[1], 8, 1, 1, 1);
-        for other in [uniforms(&[2], 8, 1, 1, 1), uniforms(&[1], 8, 2, 1, 1),
-                      uniforms(&[1], 8, 1, 2, 1), uniforms(&[1], 8, 1, 1, 2)] {
+        for other in [
+            uniforms(&[2], 8, 1, 1, 1),
+            uniforms(&[1], 8, 2, 1, 1),
+            uniforms(&[1], 8, 1, 2, 1),
+            uniforms(&[1], 8, 1, 1, 2),
+        ] {
             assert_ne!(base, other);
         }
     }
@@ -100,7 +104,14 @@ mod tests {
         let n = normals_and_radius(&[0], 100_000, 9, 0, 0);
         let n = &n[..100_000];
         let mean = n.iter().map(|&x| f64::from(x)).sum::<f64>() / n.len() as f64;
-        let var = n.iter().map(|&x| (f64::from(x) - mean).powi(2)).sum::<f64>() / n.len() as f64;
-        assert!(mean.abs() < 0.02 && (var - 1.0).abs() < 0.03, "{mean} {var}");
+        let var = n
+            .iter()
+            .map(|&x| (f64::from(x) - mean).powi(2))
+            .sum::<f64>()
+            / n.len() as f64;
+        assert!(
+            mean.abs() < 0.02 && (var - 1.0).abs() < 0.03,
+            "{mean} {var}"
+        );
     }
 }

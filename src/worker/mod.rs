@@ -131,6 +131,7 @@ fn failure(error: &AttackError) -> Reply {
     let kind = match error {
         AttackError::Model(_) => FailureKind::Model,
         AttackError::Input(_) => FailureKind::Input,
+        AttackError::Cancelled => FailureKind::Cancelled,
         AttackError::Torch(_) => FailureKind::Internal,
     };
     let message = error

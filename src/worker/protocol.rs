@@ -48,6 +48,8 @@ pub enum FailureKind {
     Model,
     /// The request's tensors do not fit the model.
     Input,
+    /// The caller cancelled the work while it ran.
+    Cancelled,
     /// Anything else inside the worker.
     Internal,
 }

@@ -34,9 +34,12 @@ impl TestServer {
 
     /// Starts a server without waiting for any model.
     pub fn spawn(extra: &[&str]) -> Self {
-        let mut child = robustd()
-            .args(["serve", "--port", "0", "--models"])
-            .arg(repo_root().join("models"))
+        let mut command = robustd();
+        command.args(["serve", "--port", "0"]);
+        if !extra.contains(&"--models") {
+            command.arg("--models").arg(repo_root().join("models"));
+        }
+        let mut child = command
             .args(extra)
             .env("RUST_LOG", "info")
             .stderr(Stdio::piped())
@@ -157,4 +160,41 @@ impl Digits {
 
 pub fn path_str(path: &Path) -> &str {
     path.to_str().unwrap()
+}
+
+/// Processes whose parent is `pid`, read from /proc.
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let mut children = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        // The fields after the parenthesised command name: state, then the parent's pid.
+        let Some(rest) = stat.rsplit(')').next() else {
+            continue;
+        };
+        let ppid = rest
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            children.push(child);
+        }
+    }
+    children
+}
+
+/// Whether a process exists and is not a zombie.
+pub fn is_running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| {
+            stat.rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().next())
+                != Some("Z")
+        })
+        .unwrap_or(false)
 }
