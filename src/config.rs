@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::engine::SlotSettings;
+use crate::engine::{BatcherSettings, PoolSettings, SlotSettings};
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeConfig {
@@ -47,9 +47,26 @@ pub struct ServeConfig {
     #[arg(long, env = "ROBUSTD_MAX_QUEUE_SIZE", default_value_t = 256)]
     pub max_queue_size: usize,
 
-    /// Samples in one request, at most.
-    #[arg(long, env = "ROBUSTD_MAX_BATCH_SIZE", default_value_t = 1024)]
+    /// Samples in one batch, at most; requests of the same model and settings are merged up to
+    /// it, and a larger request is refused.
+    #[arg(long, env = "ROBUSTD_MAX_BATCH_SIZE", default_value_t = 256)]
     pub max_batch_size: usize,
+
+    /// How long a request may wait for others to join its batch, in microseconds.
+    #[arg(
+        long,
+        env = "ROBUSTD_MAX_QUEUE_DELAY_MICROSECONDS",
+        default_value_t = 1000
+    )]
+    pub max_queue_delay_microseconds: u64,
+
+    /// A batch running longer than this many seconds is abandoned and its worker restarted.
+    #[arg(long, env = "ROBUSTD_WORKER_TIMEOUT_S", default_value_t = 600)]
+    pub worker_timeout_s: u64,
+
+    /// A worker whose resident memory passes this many MiB is restarted; 0: no limit.
+    #[arg(long, env = "ROBUSTD_WORKER_MEMORY_MB", default_value_t = 8192)]
+    pub worker_memory_mb: u64,
 
     /// Request bodies larger than this many bytes are refused.
     #[arg(long, env = "ROBUSTD_MAX_BODY_BYTES", default_value_t = 64 << 20)]
@@ -57,6 +74,24 @@ pub struct ServeConfig {
 }
 
 impl ServeConfig {
+    /// The worker pool these settings describe, started from `executable`.
+    pub fn pool(&self, executable: std::path::PathBuf) -> PoolSettings {
+        PoolSettings {
+            executable,
+            slots: self.slots(),
+            batcher: BatcherSettings {
+                max_batch_size: self.max_batch_size.max(1),
+                max_queue_delay: std::time::Duration::from_micros(
+                    self.max_queue_delay_microseconds,
+                ),
+                max_queue_size: self.max_queue_size.max(1),
+            },
+            model_cache: self.model_cache,
+            batch_timeout: std::time::Duration::from_secs(self.worker_timeout_s.max(1)),
+            memory_limit: (self.worker_memory_mb > 0).then_some(self.worker_memory_mb << 20),
+        }
+    }
+
     /// One worker slot per device and slot index, CPU threads shared among the CPU slots.
     pub fn slots(&self) -> Vec<SlotSettings> {
         let per_device = self.slots_per_device.max(1);

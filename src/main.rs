@@ -8,7 +8,7 @@ use tracing_subscriber::EnvFilter;
 
 use robustd::api::{self, AppState};
 use robustd::config::ServeConfig;
-use robustd::engine::{PoolSettings, WorkerPool};
+use robustd::engine::WorkerPool;
 use robustd::model::Repository;
 use robustd::worker::{self, WorkerSettings};
 
@@ -80,12 +80,7 @@ fn serve(config: ServeConfig) -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen on {address}"))?;
 
         let executable = std::env::current_exe().context("locating the robustd executable")?;
-        let pool = WorkerPool::start(PoolSettings {
-            executable,
-            slots: config.slots(),
-            queue_size: config.max_queue_size,
-            model_cache: config.model_cache,
-        });
+        let pool = WorkerPool::start(config.pool(executable), Default::default());
         let address = listener.local_addr().context("reading the bound address")?;
         tracing::info!(
             %address,

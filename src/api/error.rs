@@ -24,6 +24,9 @@ pub enum ApiError {
     /// No capacity now; the client may retry after the given seconds.
     #[error("{message}")]
     Unavailable { message: String, retry_after_s: u32 },
+    /// The work ran past its deadline.
+    #[error("{0}")]
+    Timeout(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -41,6 +44,7 @@ impl ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Model(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -52,6 +56,7 @@ impl ApiError {
             Self::NotFound(_) => "not_found",
             Self::Model(_) => "model_error",
             Self::Unavailable { .. } => "unavailable",
+            Self::Timeout(_) => "timeout",
             Self::Internal(_) => "internal",
         }
     }
@@ -97,25 +102,24 @@ impl From<JsonRejection> for ApiError {
 
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
+        let message = e.to_string();
         match e {
             EngineError::QueueFull(_) => Self::Unavailable {
-                message: e.to_string(),
+                message,
                 retry_after_s: 1,
             },
             EngineError::ShuttingDown => Self::Unavailable {
-                message: e.to_string(),
+                message,
                 retry_after_s: 5,
             },
-            EngineError::WorkerDied(_) => Self::Internal(e.to_string()),
+            EngineError::WorkerDied(_) => Self::Internal(message),
+            EngineError::Timeout(_) => Self::Timeout(message),
+            EngineError::MemoryLimit(_) => Self::Model(message),
+            EngineError::Failed { kind, message } => match kind {
+                FailureKind::Input => Self::Invalid(message),
+                FailureKind::Model => Self::Model(message),
+                FailureKind::Cancelled | FailureKind::Internal => Self::Internal(message),
+            },
         }
-    }
-}
-
-/// A worker's refusal, by whose fault it was.
-pub fn worker_failure(kind: FailureKind, message: String) -> ApiError {
-    match kind {
-        FailureKind::Input => ApiError::Invalid(message),
-        FailureKind::Model => ApiError::Model(message),
-        FailureKind::Cancelled | FailureKind::Internal => ApiError::Internal(message),
     }
 }

@@ -31,3 +31,14 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     };
     (status, Json(json!({ "ready": ready })))
 }
+
+/// `GET /metrics`: Prometheus text exposition.
+pub async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        state.pool.metrics().render(),
+    )
+}

@@ -5,10 +5,11 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use super::models::{model_ref, INPUT_NAME, OUTPUT_NAME};
-use super::{error::worker_failure, ApiError, ApiJson, AppState, ModelState};
+use super::validate;
+use super::{ApiError, ApiJson, AppState, ModelState};
+use crate::engine::{Operation, Work, WorkInputs, WorkResult};
 use crate::model::ModelEntry;
-use crate::tensor::{decode_oip, encode_oip, HostTensor, OipTensor};
-use crate::worker::protocol::{Reply, Request};
+use crate::tensor::{encode_oip, HostTensor, OipTensor};
 
 #[derive(Debug, Deserialize)]
 pub struct InferRequest {
@@ -55,23 +56,20 @@ pub async fn infer(
 
     let started = std::time::Instant::now();
     let batch = input.shape[0];
-    let (reply, mut outputs) = state
-        .pool
-        .call(
-            Request::Infer {
-                model: model_ref(entry),
-            },
-            vec![input],
-        )
-        .await?;
-    let output = match reply {
-        Reply::Output if outputs.len() == 1 => outputs.remove(0),
-        Reply::Failed { kind, message } => return Err(worker_failure(kind, message)),
-        other => {
-            return Err(ApiError::Internal(format!(
-                "unexpected worker reply {other:?}"
-            )))
-        }
+    let work = Work {
+        model: model_ref(entry),
+        operation: Operation::Infer,
+        inputs: WorkInputs {
+            x: input,
+            labels: None,
+            targets: None,
+            sample_ids: vec![],
+        },
+    };
+    let WorkResult::Output(output) = state.pool.submit(work).await? else {
+        return Err(ApiError::Internal(
+            "the worker answered an infer with no output".to_owned(),
+        ));
     };
     super::record_on_span(&name, batch, started.elapsed());
 
@@ -103,37 +101,11 @@ fn validate(
             )));
         }
     }
-    let tensor = decode_oip(&request.inputs[0], "inputs[0]")?;
-    let values = tensor.as_f32().ok_or_else(|| {
-        ApiError::Invalid(format!(
-            "inputs[0].datatype: the model takes FP32, got {}",
-            request.inputs[0].datatype
-        ))
-    })?;
-
-    let sample = &entry.card.input.shape;
-    if tensor.shape.len() != sample.len() + 1 || tensor.shape[1..] != sample[..] {
-        return Err(ApiError::Invalid(format!(
-            "inputs[0].shape: must be [batch, {}], got {:?}",
-            sample
-                .iter()
-                .map(|d| d.to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
-            tensor.shape
-        )));
-    }
-    let batch = tensor.shape[0];
-    if batch < 1 || batch as usize > max_batch_size {
-        return Err(ApiError::Invalid(format!(
-            "inputs[0].shape[0]: the batch must hold 1 to {max_batch_size} samples, got {batch}"
-        )));
-    }
-    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-        return Err(ApiError::Invalid(format!(
-            "inputs[0].data[{i}]: values must be finite numbers, got {}",
-            values[i]
-        )));
-    }
-    Ok(tensor)
+    validate::input(
+        &request.inputs[0],
+        "inputs[0]",
+        &entry.card,
+        max_batch_size,
+        false,
+    )
 }

@@ -1,9 +1,11 @@
 //! HTTP: the axum router, its handlers and the request/response types.
 
+mod attack;
 mod error;
 mod health;
 mod infer;
 mod models;
+mod validate;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -21,8 +23,9 @@ use tracing::Level;
 pub use error::ApiError;
 
 use crate::config::ServeConfig;
-use crate::engine::WorkerPool;
+use crate::engine::{Operation, Work, WorkInputs, WorkerPool};
 use crate::model::Repository;
+use crate::tensor::HostTensor;
 
 /// Whether a model can take requests.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,6 +114,8 @@ pub fn app(state: AppState) -> Router {
         .route("/v2/models/{model}", get(models::metadata))
         .route("/v2/models/{model}/ready", get(models::ready))
         .route("/v2/models/{model}/infer", post(infer::infer))
+        .route("/v2/models/{model}/attack", post(attack::attack))
+        .route("/metrics", get(health::metrics))
         .with_state(state)
         .layer(RequestBodyLimitLayer::new(body_limit))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
@@ -131,16 +136,18 @@ pub fn record_on_span(model: &str, batch: i64, compute: Duration) {
 pub async fn load_models(state: AppState) {
     for entry in state.repository.iter() {
         let name = entry.card.name.clone();
-        let request = crate::worker::protocol::Request::Load {
+        let work = Work {
             model: models::model_ref(entry),
+            operation: Operation::Load,
+            inputs: WorkInputs {
+                x: HostTensor::f32(vec![0], vec![]),
+                labels: None,
+                targets: None,
+                sample_ids: vec![],
+            },
         };
-        let outcome = state.pool.call(request, vec![]).await;
-        let model_state = match outcome {
-            Ok((crate::worker::protocol::Reply::Loaded, _)) => ModelState::Ready,
-            Ok((crate::worker::protocol::Reply::Failed { message, .. }, _)) => {
-                ModelState::Unavailable(message)
-            }
-            Ok((other, _)) => ModelState::Unavailable(format!("unexpected reply {other:?}")),
+        let model_state = match state.pool.submit(work).await {
+            Ok(_) => ModelState::Ready,
             Err(e) => ModelState::Unavailable(e.to_string()),
         };
         match &model_state {

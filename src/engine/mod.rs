@@ -1,5 +1,12 @@
-//! Work for the worker processes: the pool of supervised `robustd worker` children.
+//! Work for the worker processes: the dynamic batcher (`queue`), the supervised pool of
+//! `robustd worker` children (`pool`), and their metrics.
 
+mod metrics;
 mod pool;
+pub mod queue;
+mod work;
 
+pub use metrics::Metrics;
 pub use pool::{EngineError, PoolSettings, SlotSettings, WorkerPool};
+pub use queue::BatcherSettings;
+pub use work::{Operation, Work, WorkInputs, WorkResult};

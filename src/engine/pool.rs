@@ -1,24 +1,34 @@
-//! A pool of worker processes, one per slot. Each slot is a task that owns one child process,
-//! takes work from a shared queue, and starts a new child when its child dies.
+//! The worker pool: one task per slot, each owning one `robustd worker` child process. Free slots
+//! pull batches from the shared queue, so a batch is cut only when a worker can take it.
+//!
+//! Supervision: a worker whose pipe breaks (it crashed or was killed), that runs past the batch
+//! deadline, or whose resident memory passes the limit is killed and started again. Its batch
+//! fails with a clear error; after a crash, each request of the batch is queued once more, since
+//! a crash may not be the request's fault (a request that crashes a second worker fails).
 
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
-use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::sync::{oneshot, Mutex, Notify};
 use tokio::task::JoinHandle;
 
+use super::metrics::Metrics;
+use super::queue::{BatcherSettings, Next, Queue, Queued};
+use super::work::{self, Work, WorkResult};
 use crate::tensor::HostTensor;
-use crate::worker::protocol::{self, Reply, Request};
+use crate::worker::protocol::{self, FailureKind, Reply, Request};
 
 /// How long a new worker may take to say hello (loading libtorch, initialising CUDA).
 const START_TIMEOUT: Duration = Duration::from_secs(120);
 /// Pause before starting a worker again after a failed start, so a broken setup does not spin.
 const RESTART_BACKOFF: Duration = Duration::from_secs(1);
+/// How often a running batch is checked for memory use and abandoned callers.
+const WATCH_INTERVAL: Duration = Duration::from_millis(50);
 
 /// One worker process: where it runs and how many threads it may use.
 #[derive(Debug, Clone)]
@@ -32,93 +42,165 @@ pub struct PoolSettings {
     /// The `robustd` executable to start as `robustd worker`.
     pub executable: PathBuf,
     pub slots: Vec<SlotSettings>,
-    /// Work waiting for a free worker, at most.
-    pub queue_size: usize,
+    pub batcher: BatcherSettings,
     /// Models each worker keeps loaded.
     pub model_cache: usize,
+    /// A batch running longer is abandoned and its worker killed.
+    pub batch_timeout: Duration,
+    /// A worker whose resident memory passes this many bytes is killed.
+    pub memory_limit: Option<u64>,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum EngineError {
     #[error("the server is shutting down")]
     ShuttingDown,
-    #[error("the queue is full ({0} waiting); retry later")]
+    #[error("the queue is full ({0} requests waiting); retry later")]
     QueueFull(usize),
-    #[error("the worker process died while running this request: {0}")]
+    #[error("the worker process died while running this request ({0})")]
     WorkerDied(String),
+    #[error("the batch ran past the {}s deadline; its worker was stopped", .0.as_secs())]
+    Timeout(Duration),
+    #[error("the worker passed its memory limit of {} MiB; it was stopped", .0 >> 20)]
+    MemoryLimit(u64),
+    #[error("{message}")]
+    Failed { kind: FailureKind, message: String },
 }
 
-type Outcome = Result<(Reply, Vec<HostTensor>), EngineError>;
+type Answer = Result<WorkResult, EngineError>;
 
-struct Work {
-    request: Request,
-    tensors: Vec<HostTensor>,
-    reply: oneshot::Sender<Outcome>,
+struct Pending {
+    work: Work,
+    reply: oneshot::Sender<Answer>,
+    /// Runs that ended with the worker dying.
+    crashes: u8,
+}
+
+struct Shared {
+    settings: PoolSettings,
+    queue: std::sync::Mutex<Queue<Pending>>,
+    arrived: Notify,
+    closed: AtomicBool,
+    ready: AtomicUsize,
+    metrics: Arc<Metrics>,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue<Pending>> {
+        self.queue.lock().expect("queue lock")
+    }
+
+    /// Waits for the next batch a free worker should run; None once shut down and drained.
+    async fn next_batch(&self) -> Option<Vec<Queued<Pending>>> {
+        loop {
+            // Registered before looking, so an arrival in between is not missed.
+            let arrived = self.arrived.notified();
+            let (next, left) = {
+                let mut queue = self.lock();
+                queue.drop_abandoned(|p| p.reply.is_closed());
+                let next = queue.next(Instant::now());
+                (next, queue.len())
+            };
+            self.metrics.queue_depth.set(left as i64);
+            match next {
+                Next::Run(batch) => {
+                    if left > 0 {
+                        self.arrived.notify_waiters();
+                    }
+                    return Some(batch);
+                }
+                Next::WaitUntil(at) => {
+                    tokio::select! {
+                        _ = arrived => {}
+                        _ = tokio::time::sleep_until(at.into()) => {}
+                    }
+                }
+                Next::Idle if self.closed.load(Ordering::SeqCst) => return None,
+                Next::Idle => arrived.await,
+            }
+        }
+    }
 }
 
 /// The running pool. Cloning shares it.
 #[derive(Clone)]
 pub struct WorkerPool {
-    queue: Arc<std::sync::Mutex<Option<mpsc::Sender<Work>>>>,
-    ready: Arc<AtomicUsize>,
-    slots: Arc<std::sync::Mutex<Vec<JoinHandle<()>>>>,
-    queue_size: usize,
+    shared: Arc<Shared>,
+    slots: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
 
 impl WorkerPool {
     /// Starts one task per slot; each starts its worker process in the background.
-    pub fn start(settings: PoolSettings) -> Self {
-        let (sender, receiver) = mpsc::channel(settings.queue_size.max(1));
-        let receiver = Arc::new(Mutex::new(receiver));
-        let ready = Arc::new(AtomicUsize::new(0));
-        let settings = Arc::new(settings);
-        let slots = (0..settings.slots.len())
-            .map(|i| {
-                let slot = Slot {
-                    index: i,
-                    settings: settings.clone(),
-                    queue: receiver.clone(),
-                    ready: ready.clone(),
-                };
-                tokio::spawn(slot.run())
+    pub fn start(settings: PoolSettings, metrics: Arc<Metrics>) -> Self {
+        let shared = Arc::new(Shared {
+            queue: std::sync::Mutex::new(Queue::new(settings.batcher)),
+            settings,
+            arrived: Notify::new(),
+            closed: AtomicBool::new(false),
+            ready: AtomicUsize::new(0),
+            metrics,
+        });
+        let slots = (0..shared.settings.slots.len())
+            .map(|index| {
+                tokio::spawn(
+                    Slot {
+                        index,
+                        shared: shared.clone(),
+                    }
+                    .run(),
+                )
             })
             .collect();
         Self {
-            queue: Arc::new(std::sync::Mutex::new(Some(sender))),
-            ready,
-            slots: Arc::new(std::sync::Mutex::new(slots)),
-            queue_size: settings.queue_size,
+            shared,
+            slots: Arc::new(Mutex::new(slots)),
         }
     }
 
     /// Workers started and waiting for work or running it.
     pub fn ready_workers(&self) -> usize {
-        self.ready.load(Ordering::SeqCst)
+        self.shared.ready.load(Ordering::SeqCst)
     }
 
-    /// Runs one request on the next free worker and waits for its reply.
-    pub async fn call(&self, request: Request, tensors: Vec<HostTensor>) -> Outcome {
-        let sender = self.queue.lock().expect("pool lock").clone();
-        let sender = sender.ok_or(EngineError::ShuttingDown)?;
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.shared.metrics
+    }
+
+    /// Queues one request and waits for its result. Dropping the future abandons the request:
+    /// it is skipped if still queued, and a running batch of only abandoned requests is
+    /// cancelled between two attack steps.
+    pub async fn submit(&self, work: Work) -> Answer {
+        if self.shared.closed.load(Ordering::SeqCst) {
+            return Err(EngineError::ShuttingDown);
+        }
         let (reply, answer) = oneshot::channel();
-        sender
-            .try_send(Work {
-                request,
-                tensors,
+        let queued = Queued {
+            key: work.batch_key(),
+            samples: work.samples(),
+            arrived: Instant::now(),
+            item: Pending {
+                work,
                 reply,
-            })
-            .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => EngineError::QueueFull(self.queue_size),
-                mpsc::error::TrySendError::Closed(_) => EngineError::ShuttingDown,
-            })?;
-        drop(sender);
+                crashes: 0,
+            },
+        };
+        let depth = {
+            let mut queue = self.shared.lock();
+            queue
+                .push(queued)
+                .map_err(|full| EngineError::QueueFull(full.0))?;
+            queue.len()
+        };
+        self.shared.metrics.queue_depth.set(depth as i64);
+        self.shared.arrived.notify_waiters();
         answer.await.unwrap_or(Err(EngineError::ShuttingDown))
     }
 
     /// Stops taking work, lets the workers finish what is queued, and waits for them to exit.
     pub async fn shutdown(&self) {
-        self.queue.lock().expect("pool lock").take();
-        let slots = std::mem::take(&mut *self.slots.lock().expect("pool lock"));
+        self.shared.closed.store(true, Ordering::SeqCst);
+        self.shared.arrived.notify_waiters();
+        let slots = std::mem::take(&mut *self.slots.lock().await);
         for slot in slots {
             let _ = slot.await;
         }
@@ -127,16 +209,33 @@ impl WorkerPool {
 
 struct Slot {
     index: usize,
-    settings: Arc<PoolSettings>,
-    queue: Arc<Mutex<mpsc::Receiver<Work>>>,
-    ready: Arc<AtomicUsize>,
+    shared: Arc<Shared>,
+}
+
+/// How a batch ended for the worker that ran it.
+enum Health {
+    Fine,
+    /// The process must be replaced.
+    Broken,
+}
+
+/// Why a supervised call did not return a reply.
+enum Failure {
+    Died(String),
+    Timeout,
+    Memory(u64),
 }
 
 impl Slot {
     async fn run(self) {
-        let slot = &self.settings.slots[self.index];
+        let settings = &self.shared.settings;
+        let slot = &settings.slots[self.index];
+        let mut first = true;
         loop {
-            let mut process = match WorkerProcess::start(&self.settings, slot).await {
+            if self.shared.closed.load(Ordering::SeqCst) && self.shared.lock().is_empty() {
+                return;
+            }
+            let mut process = match WorkerProcess::start(settings, slot).await {
                 Ok(process) => process,
                 Err(e) => {
                     tracing::error!(slot = self.index, device = %slot.device, "worker did not start: {e}");
@@ -144,40 +243,138 @@ impl Slot {
                     continue;
                 }
             };
-            tracing::info!(slot = self.index, device = %slot.device, pid = process.pid, "worker started");
-            self.ready.fetch_add(1, Ordering::SeqCst);
-            let finished = self.serve(&mut process).await;
-            self.ready.fetch_sub(1, Ordering::SeqCst);
-            if finished {
-                process.stop().await;
-                return;
+            if !first {
+                self.shared.metrics.worker_restarts.inc();
             }
+            first = false;
+            tracing::info!(slot = self.index, device = %slot.device, pid = process.pid, "worker started");
+            self.shared.ready.fetch_add(1, Ordering::SeqCst);
+            loop {
+                let Some(batch) = self.shared.next_batch().await else {
+                    self.shared.ready.fetch_sub(1, Ordering::SeqCst);
+                    process.stop().await;
+                    return;
+                };
+                if let Health::Broken = self.run_batch(&mut process, batch).await {
+                    break;
+                }
+            }
+            self.shared.ready.fetch_sub(1, Ordering::SeqCst);
             process.kill().await;
         }
     }
 
-    /// Feeds work to one process. True when the queue closed (shutdown), false when the process
-    /// died and must be replaced.
-    async fn serve(&self, process: &mut WorkerProcess) -> bool {
-        loop {
-            let work = self.queue.lock().await.recv().await;
-            let Some(work) = work else { return true };
-            // The caller has gone away: skip the work rather than compute for no one.
-            if work.reply.is_closed() {
-                continue;
+    async fn run_batch(&self, process: &mut WorkerProcess, batch: Vec<Queued<Pending>>) -> Health {
+        let metrics = &self.shared.metrics;
+        let started = Instant::now();
+        let samples: usize = batch.iter().map(|q| q.samples).sum();
+        for queued in &batch {
+            metrics
+                .queue_seconds
+                .observe((started - queued.arrived).as_secs_f64());
+        }
+        metrics.batch_size.observe(samples as f64);
+        metrics.batches.inc();
+
+        let works: Vec<&Work> = batch.iter().map(|q| &q.item.work).collect();
+        let (request, tensors) = work::merge(&works);
+        let abandoned = || batch.iter().all(|q| q.item.reply.is_closed());
+        let outcome = process
+            .supervised_call(&self.shared.settings, &request, &tensors, abandoned)
+            .await;
+        metrics
+            .compute_seconds
+            .observe(started.elapsed().as_secs_f64());
+        tracing::debug!(
+            slot = self.index,
+            requests = batch.len(),
+            samples,
+            "batch done"
+        );
+
+        match outcome {
+            Ok((reply, outputs)) => {
+                deliver(batch, reply, outputs, metrics);
+                Health::Fine
             }
-            match process.call(&work.request, &work.tensors).await {
-                Ok(answer) => {
-                    let _ = work.reply.send(Ok(answer));
+            Err(Failure::Died(status)) => {
+                metrics.fail("worker_died");
+                tracing::error!(
+                    slot = self.index,
+                    pid = process.pid,
+                    "worker died: {status}"
+                );
+                let mut retry = Vec::new();
+                for mut queued in batch {
+                    if queued.item.crashes == 0 {
+                        queued.item.crashes = 1;
+                        retry.push(queued);
+                    } else {
+                        let _ = queued
+                            .item
+                            .reply
+                            .send(Err(EngineError::WorkerDied(status.clone())));
+                    }
                 }
-                Err(e) => {
-                    let status = process.exit_status().await;
-                    tracing::error!(slot = self.index, pid = process.pid, %status, "worker died: {e}");
-                    let _ = work.reply.send(Err(EngineError::WorkerDied(status)));
-                    return false;
+                if !retry.is_empty() {
+                    self.shared.lock().requeue_front(retry);
+                    self.shared.arrived.notify_waiters();
                 }
+                Health::Broken
+            }
+            Err(failure) => {
+                let error = match failure {
+                    Failure::Timeout => {
+                        metrics.fail("timeout");
+                        EngineError::Timeout(self.shared.settings.batch_timeout)
+                    }
+                    Failure::Memory(limit) => {
+                        metrics.fail("memory_limit");
+                        EngineError::MemoryLimit(limit)
+                    }
+                    Failure::Died(_) => unreachable!("handled above"),
+                };
+                tracing::error!(slot = self.index, pid = process.pid, "{error}");
+                for queued in batch {
+                    let _ = queued.item.reply.send(Err(error.clone()));
+                }
+                Health::Broken
             }
         }
+    }
+}
+
+/// Splits a worker's reply among the requests of its batch.
+fn deliver(batch: Vec<Queued<Pending>>, reply: Reply, outputs: Vec<HostTensor>, metrics: &Metrics) {
+    let mut start = 0usize;
+    for queued in batch {
+        let n = queued.samples;
+        let answer = match (&reply, outputs.first()) {
+            (Reply::Loaded, _) => Ok(WorkResult::Loaded),
+            (Reply::Output, Some(y)) => Ok(WorkResult::Output(work::rows(y, start, n))),
+            (Reply::Attacked { samples }, Some(adversarial)) => Ok(WorkResult::Attacked {
+                samples: samples[start..start + n].to_vec(),
+                adversarial: work::rows(adversarial, start, n),
+            }),
+            (Reply::Failed { kind, message }, _) => Err(EngineError::Failed {
+                kind: *kind,
+                message: message.clone(),
+            }),
+            (other, _) => Err(EngineError::Failed {
+                kind: FailureKind::Internal,
+                message: format!("unexpected worker reply {other:?}"),
+            }),
+        };
+        if let Err(EngineError::Failed { kind, .. }) = &answer {
+            metrics.fail(match kind {
+                FailureKind::Model => "model",
+                FailureKind::Input => "input",
+                FailureKind::Cancelled => "cancelled",
+                FailureKind::Internal => "internal",
+            });
+        }
+        let _ = queued.item.reply.send(answer);
+        start += n;
     }
 }
 
@@ -236,11 +433,53 @@ impl WorkerProcess {
         protocol::read_frame_async(&mut self.stdout).await
     }
 
+    /// A call watched for the batch deadline, the memory limit and abandonment (then the worker
+    /// is asked, once, to cancel between two attack steps).
+    async fn supervised_call(
+        &mut self,
+        settings: &PoolSettings,
+        request: &Request,
+        tensors: &[HostTensor],
+        abandoned: impl Fn() -> bool,
+    ) -> Result<(Reply, Vec<HostTensor>), Failure> {
+        let pid = self.pid;
+        let deadline = tokio::time::sleep(settings.batch_timeout);
+        let mut watch = tokio::time::interval(WATCH_INTERVAL);
+        let mut cancel_sent = false;
+        let outcome = {
+            let call = self.call(request, tensors);
+            tokio::pin!(call, deadline);
+            loop {
+                tokio::select! {
+                    result = &mut call => break result.map_err(|e| Failure::Died(e.to_string())),
+                    _ = &mut deadline => break Err(Failure::Timeout),
+                    _ = watch.tick() => {
+                        if let Some(limit) = settings.memory_limit {
+                            if resident_bytes(pid).is_some_and(|rss| rss > limit) {
+                                break Err(Failure::Memory(limit));
+                            }
+                        }
+                        if !cancel_sent && abandoned() {
+                            signal(pid, libc::SIGUSR1);
+                            cancel_sent = true;
+                        }
+                    }
+                }
+            }
+        };
+        match outcome {
+            Err(Failure::Died(e)) => {
+                Err(Failure::Died(format!("{e}; {}", self.exit_status().await)))
+            }
+            other => other,
+        }
+    }
+
     /// How the process ended, as words, after its pipe broke.
     async fn exit_status(&mut self) -> String {
         match tokio::time::timeout(Duration::from_secs(2), self.child.wait()).await {
             Ok(Ok(status)) => status.to_string(),
-            _ => "still running, killed".to_owned(),
+            _ => "still running".to_owned(),
         }
     }
 
@@ -260,5 +499,20 @@ impl WorkerProcess {
 
     async fn kill(mut self) {
         let _ = self.child.kill().await;
+    }
+}
+
+/// Resident memory of a process, from /proc.
+fn resident_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+fn signal(pid: u32, signal: libc::c_int) {
+    // SAFETY: kill(2) has no memory-safety preconditions; the pid is our own child's.
+    unsafe {
+        libc::kill(pid as libc::pid_t, signal);
     }
 }

@@ -1,8 +1,12 @@
 //! Tensors as the server holds them (plain host memory, no libtorch) and their encodings:
-//! Open Inference Protocol JSON and raw little-endian bytes.
+//! Open Inference Protocol JSON, its binary extension, raw little-endian bytes, `.npy`.
 
+mod binary;
+mod npy;
 mod oip;
 
+pub use binary::{decode_binary, element_size};
+pub use npy::{read_npy, write_npy};
 pub use oip::{decode_oip, encode_oip, OipTensor};
 
 /// Values of a host tensor, in row-major order.

@@ -8,10 +8,12 @@ mod cache;
 pub mod protocol;
 
 use std::io::{self, BufReader, BufWriter};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use tch::{Device, Kind, Tensor};
 
-use crate::attack::AttackError;
+use crate::attack::{self, AttackError, AttackPlan, Batch, Labels};
 use crate::tensor::HostTensor;
 use cache::ModelCache;
 use protocol::{FailureKind, ModelRef, Reply, Request};
@@ -52,6 +54,10 @@ pub fn run(settings: WorkerSettings) -> anyhow::Result<()> {
         );
     }
     tch::set_num_threads(settings.threads);
+    // The server sends SIGUSR1 when no one waits for the running batch any more; attacks look at
+    // the flag between steps.
+    let cancel = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGUSR1, cancel.clone())?;
 
     let mut input = BufReader::new(io::stdin().lock());
     let mut output = BufWriter::new(io::stdout().lock());
@@ -70,6 +76,8 @@ pub fn run(settings: WorkerSettings) -> anyhow::Result<()> {
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
             Err(e) => return Err(e.into()),
         };
+        // A signal for an earlier batch must not cancel this one.
+        cancel.store(false, Ordering::SeqCst);
         let (reply, outputs) = match request {
             Request::Shutdown => return Ok(()),
             Request::Load { model } => match cache.get_or_load(&model, device) {
@@ -77,6 +85,15 @@ pub fn run(settings: WorkerSettings) -> anyhow::Result<()> {
                 Err(reply) => (reply, vec![]),
             },
             Request::Infer { model } => infer(&mut cache, &model, device, &tensors),
+            Request::Attack {
+                model,
+                plan,
+                sample_ids,
+            } => match cache.get_or_load(&model, device) {
+                Ok(loaded) => run_attack(loaded, &plan, sample_ids, &tensors, device, &cancel)
+                    .unwrap_or_else(|e| (failure(&e), vec![])),
+                Err(reply) => (reply, vec![]),
+            },
         };
         protocol::write_frame(&mut output, &reply, &outputs)?;
     }
@@ -106,7 +123,45 @@ fn infer(
     }
 }
 
-/// Moves a host tensor onto the device as float.
+/// Runs an attack plan on a batch: tensors are inputs, labels, then targets if any.
+fn run_attack(
+    model: &attack::AttackedModel,
+    plan: &AttackPlan,
+    sample_ids: Vec<u64>,
+    tensors: &[HostTensor],
+    device: Device,
+    cancel: &AtomicBool,
+) -> Result<(Reply, Vec<HostTensor>), AttackError> {
+    let [x, labels, rest @ ..] = tensors else {
+        return Err(AttackError::Input(
+            "an attack needs inputs and labels".to_owned(),
+        ));
+    };
+    let labels = match labels.as_i64() {
+        Some(_) => Labels::Classes(to_device_tensor(labels, device)?.f_to_kind(Kind::Int64)?),
+        None => Labels::Values(to_device_tensor(labels, device)?),
+    };
+    let targets = match rest.first() {
+        Some(t) => Some(to_device_tensor(t, device)?.f_to_kind(Kind::Int64)?),
+        None => None,
+    };
+    let batch = Batch {
+        x: to_device_tensor(x, device)?,
+        labels,
+        sample_ids,
+        targets,
+    };
+    let evaluation = attack::evaluate(model, &batch, plan, Some(cancel))?;
+    let adversarial = from_device_tensor(&evaluation.adversarial)?;
+    Ok((
+        Reply::Attacked {
+            samples: evaluation.samples,
+        },
+        vec![adversarial],
+    ))
+}
+
+/// Moves a host tensor onto the device, keeping its datatype.
 pub fn to_device_tensor(t: &HostTensor, device: Device) -> Result<Tensor, AttackError> {
     let tensor = match (t.as_f32(), t.as_i64()) {
         (Some(v), _) => Tensor::f_from_slice(v)?,

@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+use crate::attack::{AttackPlan, SampleResult};
 use crate::model::ModelCard;
 use crate::tensor::{element_count, HostTensor};
 
@@ -36,6 +37,12 @@ pub enum Request {
     Load { model: ModelRef },
     /// A forward pass on one input tensor; the reply carries the output tensor.
     Infer { model: ModelRef },
+    /// Attack a batch. Tensors: inputs, labels, then target classes when the plan has them.
+    Attack {
+        model: ModelRef,
+        plan: AttackPlan,
+        sample_ids: Vec<u64>,
+    },
     /// Finish and exit.
     Shutdown,
 }
@@ -67,6 +74,10 @@ pub enum Reply {
     Loaded,
     /// A forward pass finished; the output is the frame's only tensor.
     Output,
+    /// An attack finished: a row per sample; the adversarial examples are the frame's tensor.
+    Attacked {
+        samples: Vec<SampleResult>,
+    },
     Failed {
         kind: FailureKind,
         message: String,

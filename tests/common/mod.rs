@@ -41,7 +41,10 @@ impl TestServer {
         }
         let mut child = command
             .args(extra)
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("ROBUSTD_TEST_SERVER_LOG").unwrap_or_else(|_| "info".to_owned()),
+            )
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
