@@ -22,6 +22,16 @@ pub struct ServeConfig {
     #[arg(long, env = "ROBUSTD_MODELS", default_value = "models")]
     pub models: PathBuf,
 
+    /// Folder of the store: the SQLite database and the blobs (uploaded models, data sets,
+    /// adversarial examples).
+    #[arg(long, env = "ROBUSTD_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+
+    /// Token that admin actions (model upload, unload, removal) must carry as
+    /// `Authorization: Bearer <token>`; unset, admin actions are open.
+    #[arg(long, env = "ROBUSTD_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
     /// Devices to start workers on, comma separated: `cpu`, `cuda:0`, `cuda:0,cuda:1`.
     #[arg(
         long,

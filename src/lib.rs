@@ -6,7 +6,11 @@
 pub mod api;
 pub mod attack;
 pub mod config;
+pub mod dataset;
 pub mod engine;
+pub mod jobs;
 pub mod model;
+pub mod report;
+pub mod store;
 pub mod tensor;
 pub mod worker;

@@ -8,8 +8,10 @@ use tracing_subscriber::EnvFilter;
 
 use robustd::api::{self, AppState};
 use robustd::config::ServeConfig;
+use robustd::dataset::Datasets;
 use robustd::engine::WorkerPool;
-use robustd::model::Repository;
+use robustd::model::{Catalog, ModelCard, ModelEntry, Repository};
+use robustd::store::Store;
 use robustd::worker::{self, WorkerSettings};
 
 #[derive(Parser)]
@@ -78,18 +80,33 @@ fn serve(config: ServeConfig) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(address)
             .await
             .with_context(|| format!("cannot listen on {address}"))?;
+        let store = Store::open(&config.data_dir)
+            .await
+            .with_context(|| format!("data folder {}", config.data_dir.display()))?;
+        let catalog = Catalog::new(&repository);
+        restore_uploaded_models(&store, &catalog).await?;
+        let datasets = Datasets::new(&config.models.join("datasets"), store.clone());
 
         let executable = std::env::current_exe().context("locating the robustd executable")?;
         let pool = WorkerPool::start(config.pool(executable), Default::default());
         let address = listener.local_addr().context("reading the bound address")?;
         tracing::info!(
             %address,
-            models = repository.len(),
+            models = catalog.all().len(),
             workers = config.slots().len(),
+            data = %config.data_dir.display(),
             "robustd listening"
         );
 
-        let state = AppState::new(config, repository, pool.clone());
+        let state = AppState::new(config, catalog, store, datasets, pool.clone());
+        let resumed = state
+            .jobs
+            .resume_unfinished()
+            .await
+            .context("resuming unfinished jobs")?;
+        if resumed > 0 {
+            tracing::info!(jobs = resumed, "resumed unfinished evaluations");
+        }
         tokio::spawn(api::load_models(state.clone()));
         axum::serve(listener, api::app(state))
             .with_graceful_shutdown(shutdown_signal())
@@ -101,6 +118,36 @@ fn serve(config: ServeConfig) -> anyhow::Result<()> {
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+/// Puts the models uploaded in earlier runs back in the catalog; one whose file is missing or
+/// corrupt is skipped with an error line, the others still serve.
+async fn restore_uploaded_models(store: &Store, catalog: &Catalog) -> anyhow::Result<()> {
+    for record in store.models().await? {
+        let card: ModelCard = match serde_json::from_str(&record.card) {
+            Ok(card) => card,
+            Err(e) => {
+                tracing::error!(model = %record.name, "stored model card is unreadable: {e}");
+                continue;
+            }
+        };
+        let path = match store.blobs.verify(&record.sha256) {
+            Ok(path) => path,
+            Err(e) => {
+                tracing::error!(model = %record.name, "stored model file: {e}");
+                continue;
+            }
+        };
+        let entry = ModelEntry {
+            card,
+            path,
+            sha256: record.sha256,
+        };
+        if let Err(e) = catalog.insert_uploaded(entry) {
+            tracing::error!(model = %record.name, "{e}");
+        }
+    }
+    Ok(())
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -108,9 +108,9 @@ async fn concurrent_requests_merge_into_fewer_batches_and_each_caller_gets_its_o
     );
 
     for (i, answer) in answers.iter().enumerate() {
-        assert_eq!(answer["summary"]["n"], 1, "request {i}: {answer}");
+        assert_eq!(answer["report"]["summary"]["n"], 1, "request {i}: {answer}");
         assert_eq!(
-            answer["samples"][0], whole["samples"][i],
+            answer["report"]["samples"][0], whole["report"]["samples"][i],
             "request {i} got another sample's row"
         );
         let ours = answer["outputs"][0]["data"].as_array().unwrap();

@@ -1,26 +1,28 @@
 //! `POST /v2/models/{model}/attack`: an Open Inference Protocol-shaped request whose
-//! `parameters` choose the attack; answered inline with per-sample results and a summary.
+//! `parameters` choose the attack; answered inline with the report.
 //!
 //! Inputs by name: `input` (the samples, in the card's domain), `label` (class indices, or FP32
-//! targets [n, k] for regression) and optionally `target` (classes for a targeted attack).
-//! Parameters, flat for one attack: `attack` (fgsm, pgd, apgd), `norm`, `eps`, `steps`,
-//! `step_size`, `random_start`, `restarts`, `loss`, `targeted`, `target_classes`; or `attacks`,
-//! a list of such objects (with `method` for `attack`), run as an ensemble. Beside them:
-//! `objective` (accuracy, loss), `seed`, and `sample_offset` (the index of the first sample in
-//! its data set, which keys the random streams).
+//! targets [n, k] for regression) and optionally `target` (classes for a targeted attack); JSON
+//! data or binary data. Parameters, flat for one attack: `attack` (fgsm, pgd, apgd), `norm`,
+//! `eps`, `steps`, `step_size`, `random_start`, `restarts`, `loss`, `targeted`,
+//! `target_classes`; or `attacks`, a list of such objects (with `method` for `attack`), run as
+//! an ensemble. Beside them: `objective` (accuracy, loss), `seed`, and `sample_offset` (the index
+//! of the first sample in its data set, which keys the random streams).
 
 use axum::extract::{Path, State};
-use axum::Json;
+use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::infer::RequestedOutput;
 use super::models::model_ref;
-use super::{validate, ApiError, ApiJson, AppState, ModelState};
-use crate::attack::{AttackPlan, AttackSettings, Objective, SampleResult};
+use super::oip::{decode_tensors, wants_binary, OipBody, OipOutputs};
+use super::{validate, ApiError, AppState};
+use crate::attack::{AttackPlan, AttackSettings, Objective};
 use crate::engine::{Operation, Work, WorkInputs, WorkResult};
 use crate::model::{ModelCard, Task};
-use crate::tensor::{encode_oip, OipTensor};
+use crate::report::Report;
+use crate::tensor::{HostTensor, OipTensor};
 
 pub const ADVERSARIAL_NAME: &str = "adversarial";
 
@@ -35,29 +37,13 @@ pub struct AttackRequest {
     pub outputs: Option<Vec<RequestedOutput>>,
 }
 
-/// Aggregates over the request's samples.
-#[derive(Debug, Serialize)]
-pub struct Summary {
-    pub n: usize,
-    pub attacks: Vec<String>,
-    pub objective: Objective,
-    pub seed: u64,
-    pub clean_accuracy: Option<f64>,
-    pub robust_accuracy: Option<f64>,
-    pub mean_clean_loss: f64,
-    pub mean_robust_loss: f64,
-    pub max_robust_loss: f64,
-    pub compute_ms: u64,
-}
-
 #[derive(Debug, Serialize)]
 pub struct AttackResponse {
     pub model_name: String,
     pub model_version: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
-    pub summary: Summary,
-    pub samples: Vec<SampleResult>,
+    pub report: Report,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub outputs: Vec<OipTensor>,
 }
@@ -65,26 +51,27 @@ pub struct AttackResponse {
 pub async fn attack(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    ApiJson(request): ApiJson<AttackRequest>,
-) -> Result<Json<AttackResponse>, ApiError> {
-    let entry = state
-        .repository
-        .get(&name)
-        .ok_or_else(|| ApiError::unknown_model(&name))?;
-    if let Some(ModelState::Unavailable(reason)) = state.model_state(&name) {
-        return Err(ApiError::Model(format!(
-            "model {name:?} is unavailable: {reason}"
-        )));
-    }
+    OipBody {
+        header: mut request,
+        binary,
+    }: OipBody<AttackRequest>,
+) -> Result<Response, ApiError> {
+    let entry = state.servable(&name)?;
     let card = &entry.card;
+    let binary_output = request
+        .parameters
+        .remove("binary_data_output")
+        .and_then(|v| v.as_bool());
     let (plan, offset) = plan_from(&request.parameters, card)?;
-    let inputs = tensors_from(&request.inputs, card, state.config.max_batch_size, offset)?;
-    let want_adversarial = wants_adversarial(&request)?;
+    let decoded = decode_tensors(&request.inputs, &binary)?;
+    let named: Vec<(&OipTensor, HostTensor)> = request.inputs.iter().zip(decoded).collect();
+    let inputs = tensors_from(named, card, state.config.max_batch_size, offset)?;
+    let adversarial_output = adversarial_wanted(&request, binary_output)?;
     let n = inputs.sample_ids.len();
 
     let started = std::time::Instant::now();
     let work = Work {
-        model: model_ref(entry),
+        model: model_ref(&entry),
         operation: Operation::Attack(plan.clone()),
         inputs,
     };
@@ -100,24 +87,30 @@ pub async fn attack(
     let elapsed = started.elapsed();
     super::record_on_span(&name, n as i64, elapsed);
 
-    let summary = summarise(&samples, &plan, card.task, elapsed.as_millis() as u64);
-    let outputs = if want_adversarial {
-        vec![encode_oip(ADVERSARIAL_NAME, &adversarial)]
-    } else {
-        vec![]
-    };
-    Ok(Json(AttackResponse {
+    let report = Report::new(
+        &name,
+        &entry.sha256,
+        &plan,
+        card.task,
+        samples,
+        elapsed.as_millis() as u64,
+    );
+    let mut outputs = OipOutputs::default();
+    if let Some(binary) = adversarial_output {
+        outputs.push(ADVERSARIAL_NAME, &adversarial, binary);
+    }
+    let body = AttackResponse {
         model_name: name,
         model_version: "1".to_owned(),
         id: request.id,
-        summary,
-        samples,
-        outputs,
-    }))
+        report,
+        outputs: std::mem::take(&mut outputs.tensors),
+    };
+    Ok(outputs.respond(&body))
 }
 
-/// The attack plan and the sample offset from the request's parameters.
-fn plan_from(
+/// The attack plan and the sample offset from a request's parameters.
+pub fn plan_from(
     parameters: &Map<String, Value>,
     card: &ModelCard,
 ) -> Result<(AttackPlan, u64), ApiError> {
@@ -183,59 +176,62 @@ fn plan_from(
     Ok((plan, offset))
 }
 
-/// The request's tensors by name, checked against the card.
-fn tensors_from(
-    inputs: &[OipTensor],
+/// The request's tensors by name (`input`, `label`, `target`), checked against the card.
+pub fn tensors_from(
+    named: Vec<(&OipTensor, HostTensor)>,
     card: &ModelCard,
     max_batch: usize,
     offset: u64,
 ) -> Result<WorkInputs, ApiError> {
-    let mut x = None;
-    let mut labels = None;
-    let mut targets = None;
-    for (i, tensor) in inputs.iter().enumerate() {
-        let slot = match tensor.name.as_str() {
-            "input" => &mut x,
-            "label" => &mut labels,
-            "target" => &mut targets,
+    let mut slots: [Option<(usize, &OipTensor, HostTensor)>; 3] = [None, None, None];
+    for (i, (meta, tensor)) in named.into_iter().enumerate() {
+        let slot = match meta.name.as_str() {
+            "input" => 0,
+            "label" => 1,
+            "target" => 2,
             other => {
                 return Err(ApiError::Invalid(format!(
                     "inputs[{i}].name: must be input, label or target, got {other:?}"
                 )))
             }
         };
-        if slot.replace((i, tensor)).is_some() {
+        if slots[slot].replace((i, meta, tensor)).is_some() {
             return Err(ApiError::Invalid(format!(
                 "inputs[{i}].name: {:?} given twice",
-                tensor.name
+                meta.name
             )));
         }
     }
-    let (i, x) =
+    let [x, labels, targets] = slots;
+    let (i, meta, x) =
         x.ok_or_else(|| ApiError::Invalid("inputs: an \"input\" tensor is required".to_owned()))?;
-    let x = validate::input(x, &format!("inputs[{i}]"), card, max_batch, true)?;
+    let x = validate::input(
+        x,
+        &meta.datatype,
+        &format!("inputs[{i}]"),
+        card,
+        max_batch,
+        true,
+    )?;
     let n = x.shape[0];
-    let (i, label) = labels.ok_or_else(|| {
-        ApiError::Invalid("inputs: a \"label\" tensor is required (class per sample)".to_owned())
+    let (i, meta, labels) = labels.ok_or_else(|| {
+        ApiError::Invalid("inputs: a \"label\" tensor is required (one per sample)".to_owned())
     })?;
-    let labels = validate::labels(label, &format!("inputs[{i}]"), card, n)?;
+    let labels = validate::labels(labels, &meta.datatype, &format!("inputs[{i}]"), card, n)?;
     let targets = match targets {
         None => None,
-        Some((i, t)) => {
-            if card.task != Task::Classification {
-                return Err(ApiError::Invalid(format!(
-                    "inputs[{i}]: only classification models take targets"
-                )));
-            }
-            let decoded = crate::tensor::decode_oip(t, &format!("inputs[{i}]"))?;
-            Some(validate::classes(
-                decoded,
-                t,
-                &format!("inputs[{i}]"),
-                card,
-                n,
-            )?)
+        Some((i, _, _)) if card.task != Task::Classification => {
+            return Err(ApiError::Invalid(format!(
+                "inputs[{i}]: only classification models take targets"
+            )))
         }
+        Some((i, meta, t)) => Some(validate::classes(
+            t,
+            &meta.datatype,
+            &format!("inputs[{i}]"),
+            card,
+            n,
+        )?),
     };
     let sample_ids = (0..n as u64).map(|k| offset + k).collect();
     Ok(WorkInputs {
@@ -246,8 +242,12 @@ fn tensors_from(
     })
 }
 
-fn wants_adversarial(request: &AttackRequest) -> Result<bool, ApiError> {
-    let mut wants = false;
+/// Whether the adversarial examples were asked for, and if so whether as binary data.
+fn adversarial_wanted(
+    request: &AttackRequest,
+    binary_all: Option<bool>,
+) -> Result<Option<bool>, ApiError> {
+    let mut wanted = None;
     for (i, output) in request.outputs.iter().flatten().enumerate() {
         if output.name != ADVERSARIAL_NAME {
             return Err(ApiError::Invalid(format!(
@@ -255,33 +255,14 @@ fn wants_adversarial(request: &AttackRequest) -> Result<bool, ApiError> {
                 output.name
             )));
         }
-        wants = true;
+        let mut request_level = Map::new();
+        if let Some(flag) = binary_all {
+            request_level.insert("binary_data_output".to_owned(), Value::from(flag));
+        }
+        wanted = Some(wants_binary(
+            Some(&request_level),
+            output.parameters.as_ref(),
+        ));
     }
-    Ok(wants)
-}
-
-fn summarise(samples: &[SampleResult], plan: &AttackPlan, task: Task, compute_ms: u64) -> Summary {
-    let n = samples.len();
-    let share = |f: &dyn Fn(&SampleResult) -> Option<bool>| {
-        (task != Task::Regression)
-            .then(|| samples.iter().filter(|s| f(s) == Some(true)).count() as f64 / n as f64)
-    };
-    let mean = |f: &dyn Fn(&SampleResult) -> f32| {
-        samples.iter().map(|s| f64::from(f(s))).sum::<f64>() / n as f64
-    };
-    Summary {
-        n,
-        attacks: plan.attacks.iter().map(|a| a.label(task)).collect(),
-        objective: plan.objective,
-        seed: plan.seed,
-        clean_accuracy: share(&|s| s.clean_correct),
-        robust_accuracy: share(&|s| s.robust),
-        mean_clean_loss: mean(&|s| s.clean_loss),
-        mean_robust_loss: mean(&|s| s.robust_loss),
-        max_robust_loss: samples
-            .iter()
-            .map(|s| f64::from(s.robust_loss))
-            .fold(f64::MIN, f64::max),
-        compute_ms,
-    }
+    Ok(wanted)
 }

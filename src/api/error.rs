@@ -24,6 +24,15 @@ pub enum ApiError {
     /// No capacity now; the client may retry after the given seconds.
     #[error("{message}")]
     Unavailable { message: String, retry_after_s: u32 },
+    /// The request body is larger than the server accepts.
+    #[error("{0}")]
+    TooLarge(String),
+    /// The resource is in a state that does not allow the request.
+    #[error("{0}")]
+    Conflict(String),
+    /// An admin action without the admin token.
+    #[error("{0}")]
+    Unauthorized(String),
     /// The work ran past its deadline.
     #[error("{0}")]
     Timeout(String),
@@ -44,6 +53,9 @@ impl ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Model(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -56,6 +68,9 @@ impl ApiError {
             Self::NotFound(_) => "not_found",
             Self::Model(_) => "model_error",
             Self::Unavailable { .. } => "unavailable",
+            Self::TooLarge(_) => "too_large",
+            Self::Conflict(_) => "conflict",
+            Self::Unauthorized(_) => "unauthorized",
             Self::Timeout(_) => "timeout",
             Self::Internal(_) => "internal",
         }
@@ -96,7 +111,17 @@ impl From<TensorError> for ApiError {
 
 impl From<JsonRejection> for ApiError {
     fn from(e: JsonRejection) -> Self {
-        Self::Invalid(format!("request body: {}", e.body_text()))
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Self::TooLarge(format!("request body: {}", e.body_text()))
+        } else {
+            Self::Invalid(format!("request body: {}", e.body_text()))
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        Self::Internal(e.to_string())
     }
 }
 

@@ -1,24 +1,24 @@
-//! `POST /v2/models/{model}/infer`: a plain forward pass in Open Inference Protocol JSON.
+//! `POST /v2/models/{model}/infer`: a plain forward pass, Open Inference Protocol JSON or its
+//! binary tensor extension.
 
 use axum::extract::{Path, State};
-use axum::Json;
+use axum::response::Response;
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
 use super::models::{model_ref, INPUT_NAME, OUTPUT_NAME};
-use super::validate;
-use super::{ApiError, ApiJson, AppState, ModelState};
+use super::oip::{decode_tensors, wants_binary, OipBody, OipOutputs};
+use super::{validate, ApiError, AppState};
 use crate::engine::{Operation, Work, WorkInputs, WorkResult};
-use crate::model::ModelEntry;
-use crate::tensor::{encode_oip, HostTensor, OipTensor};
+use crate::tensor::OipTensor;
 
 #[derive(Debug, Deserialize)]
 pub struct InferRequest {
     #[serde(default)]
     pub id: Option<String>,
-    /// Accepted as the protocol allows; no infer parameter changes behaviour yet.
+    /// `binary_data_output: true` asks for every output as binary data.
     #[serde(default)]
-    #[allow(dead_code)]
-    pub parameters: Option<serde_json::Map<String, serde_json::Value>>,
+    pub parameters: Option<Map<String, Value>>,
     pub inputs: Vec<OipTensor>,
     #[serde(default)]
     pub outputs: Option<Vec<RequestedOutput>>,
@@ -27,6 +27,8 @@ pub struct InferRequest {
 #[derive(Debug, Deserialize)]
 pub struct RequestedOutput {
     pub name: String,
+    #[serde(default)]
+    pub parameters: Option<Map<String, Value>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -41,23 +43,37 @@ pub struct InferResponse {
 pub async fn infer(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    ApiJson(request): ApiJson<InferRequest>,
-) -> Result<Json<InferResponse>, ApiError> {
-    let entry = state
-        .repository
-        .get(&name)
-        .ok_or_else(|| ApiError::unknown_model(&name))?;
-    if let Some(ModelState::Unavailable(reason)) = state.model_state(&name) {
-        return Err(ApiError::Model(format!(
-            "model {name:?} is unavailable: {reason}"
+    OipBody {
+        header: request,
+        binary,
+    }: OipBody<InferRequest>,
+) -> Result<Response, ApiError> {
+    let entry = state.servable(&name)?;
+    if request.inputs.len() != 1 {
+        return Err(ApiError::Invalid(format!(
+            "inputs: the model takes exactly one input tensor ({INPUT_NAME:?}), got {}",
+            request.inputs.len()
         )));
     }
-    let input = validate(&request, entry, state.config.max_batch_size)?;
+    let mut binary_output = wants_binary(request.parameters.as_ref(), None);
+    for (i, output) in request.outputs.iter().flatten().enumerate() {
+        if output.name != OUTPUT_NAME {
+            return Err(ApiError::Invalid(format!(
+                "outputs[{i}].name: the model has one output {OUTPUT_NAME:?}, got {:?}",
+                output.name
+            )));
+        }
+        binary_output = wants_binary(request.parameters.as_ref(), output.parameters.as_ref());
+    }
+    let decoded = decode_tensors(&request.inputs, &binary)?.remove(0);
+    let datatype = &request.inputs[0].datatype;
+    let max = state.config.max_batch_size;
+    let input = validate::input(decoded, datatype, "inputs[0]", &entry.card, max, false)?;
 
     let started = std::time::Instant::now();
     let batch = input.shape[0];
     let work = Work {
-        model: model_ref(entry),
+        model: model_ref(&entry),
         operation: Operation::Infer,
         inputs: WorkInputs {
             x: input,
@@ -73,39 +89,13 @@ pub async fn infer(
     };
     super::record_on_span(&name, batch, started.elapsed());
 
-    Ok(Json(InferResponse {
+    let mut outputs = OipOutputs::default();
+    outputs.push(OUTPUT_NAME, &output, binary_output);
+    let body = InferResponse {
         model_name: name,
         model_version: "1".to_owned(),
         id: request.id,
-        outputs: vec![encode_oip(OUTPUT_NAME, &output)],
-    }))
-}
-
-/// Checks the request against the model card before any of it reaches a worker.
-fn validate(
-    request: &InferRequest,
-    entry: &ModelEntry,
-    max_batch_size: usize,
-) -> Result<HostTensor, ApiError> {
-    if request.inputs.len() != 1 {
-        return Err(ApiError::Invalid(format!(
-            "inputs: the model takes exactly one input tensor ({INPUT_NAME:?}), got {}",
-            request.inputs.len()
-        )));
-    }
-    for (i, output) in request.outputs.iter().flatten().enumerate() {
-        if output.name != OUTPUT_NAME {
-            return Err(ApiError::Invalid(format!(
-                "outputs[{i}].name: the model has one output {OUTPUT_NAME:?}, got {:?}",
-                output.name
-            )));
-        }
-    }
-    validate::input(
-        &request.inputs[0],
-        "inputs[0]",
-        &entry.card,
-        max_batch_size,
-        false,
-    )
+        outputs: std::mem::take(&mut outputs.tensors),
+    };
+    Ok(outputs.respond(&body))
 }

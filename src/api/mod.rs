@@ -1,18 +1,22 @@
 //! HTTP: the axum router, its handlers and the request/response types.
 
 mod attack;
+mod datasets;
 mod error;
+mod evaluations;
 mod health;
 mod infer;
 mod models;
+mod oip;
+mod repository;
 mod validate;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use axum::extract::{FromRequest, Request};
-use axum::http::HeaderName;
+use axum::extract::{DefaultBodyLimit, FromRequest, Request};
+use axum::http::{HeaderMap, HeaderName};
 use axum::routing::{get, post};
 use axum::Router;
 use tower_http::limit::RequestBodyLimitLayer;
@@ -23,8 +27,11 @@ use tracing::Level;
 pub use error::ApiError;
 
 use crate::config::ServeConfig;
+use crate::dataset::Datasets;
 use crate::engine::{Operation, Work, WorkInputs, WorkerPool};
-use crate::model::Repository;
+use crate::jobs::Jobs;
+use crate::model::{Catalog, ModelEntry};
+use crate::store::Store;
 use crate::tensor::HostTensor;
 
 /// Whether a model can take requests.
@@ -39,21 +46,40 @@ pub enum ModelState {
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<ServeConfig>,
-    pub repository: Arc<Repository>,
+    pub catalog: Catalog,
+    pub store: Store,
+    pub datasets: Datasets,
     pub pool: WorkerPool,
+    pub jobs: Jobs,
     pub model_states: Arc<RwLock<HashMap<String, ModelState>>>,
 }
 
 impl AppState {
-    pub fn new(config: ServeConfig, repository: Repository, pool: WorkerPool) -> Self {
-        let states = repository
+    pub fn new(
+        config: ServeConfig,
+        catalog: Catalog,
+        store: Store,
+        datasets: Datasets,
+        pool: WorkerPool,
+    ) -> Self {
+        let jobs = Jobs::new(
+            store.clone(),
+            pool.clone(),
+            catalog.clone(),
+            datasets.clone(),
+        );
+        let states = catalog
+            .all()
             .iter()
-            .map(|m| (m.card.name.clone(), ModelState::Loading))
+            .map(|(m, _)| (m.card.name.clone(), ModelState::Loading))
             .collect();
         Self {
             config: Arc::new(config),
-            repository: Arc::new(repository),
+            catalog,
+            store,
+            datasets,
             pool,
+            jobs,
             model_states: Arc::new(RwLock::new(states)),
         }
     }
@@ -72,6 +98,45 @@ impl AppState {
             .expect("state lock")
             .insert(name.to_owned(), state);
     }
+
+    /// The model `name` if it exists and can take requests.
+    pub fn servable(&self, name: &str) -> Result<ModelEntry, ApiError> {
+        let entry = self
+            .catalog
+            .get(name)
+            .ok_or_else(|| ApiError::unknown_model(name))?;
+        if let Some(ModelState::Unavailable(reason)) = self.model_state(name) {
+            return Err(ApiError::Model(format!(
+                "model {name:?} is unavailable: {reason}"
+            )));
+        }
+        Ok(entry)
+    }
+
+    /// The one check for admin actions: with an admin token configured, the request must carry
+    /// it as `Authorization: Bearer <token>`.
+    pub fn require_admin(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        let Some(token) = &self.config.admin_token else {
+            return Ok(());
+        };
+        let given = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        match given {
+            Some(given) if constant_time_eq(given.as_bytes(), token.as_bytes()) => Ok(()),
+            Some(_) => Err(ApiError::Unauthorized(
+                "Authorization: the admin token is wrong".to_owned(),
+            )),
+            None => Err(ApiError::Unauthorized(
+                "Authorization: this is an admin action; send Bearer <admin token>".to_owned(),
+            )),
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// A JSON body whose rejections come back in the API's error shape.
@@ -106,18 +171,57 @@ pub fn app(state: AppState) -> Router {
                 .latency_unit(tower_http::LatencyUnit::Millis),
         );
 
+    // Raw uploads stream to disk and carry their own limit.
+    let uploads = Router::new()
+        .route(
+            "/v2/repository/models/{model}",
+            axum::routing::put(repository::upload).delete(repository::remove),
+        )
+        .layer(DefaultBodyLimit::disable());
+
     Router::new()
         .route("/v2", get(health::server_metadata))
         .route("/v2/health/live", get(health::live))
         .route("/v2/health/ready", get(health::ready))
-        .route("/v2/repository/index", post(models::repository_index))
+        .route("/v2/repository/index", post(repository::index))
+        .route("/v2/repository/models/{model}/load", post(repository::load))
+        .route(
+            "/v2/repository/models/{model}/unload",
+            post(repository::unload),
+        )
         .route("/v2/models/{model}", get(models::metadata))
         .route("/v2/models/{model}/ready", get(models::ready))
         .route("/v2/models/{model}/infer", post(infer::infer))
         .route("/v2/models/{model}/attack", post(attack::attack))
+        .route("/v2/datasets", get(datasets::list))
+        .route(
+            "/v2/datasets/{name}",
+            get(datasets::describe)
+                .put(datasets::upload)
+                .delete(datasets::remove),
+        )
+        .route(
+            "/v2/evaluations",
+            post(evaluations::create).get(evaluations::list),
+        )
+        .route(
+            "/v2/evaluations/{id}",
+            get(evaluations::status).delete(evaluations::cancel),
+        )
+        .route("/v2/evaluations/{id}/events", get(evaluations::events))
+        .route(
+            "/v2/evaluations/{id}/adversarial.npy",
+            get(evaluations::adversarial_npy),
+        )
+        .route(
+            "/v2/evaluations/{id}/adversarial.safetensors",
+            get(evaluations::adversarial_safetensors),
+        )
         .route("/metrics", get(health::metrics))
-        .with_state(state)
         .layer(RequestBodyLimitLayer::new(body_limit))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .merge(uploads)
+        .with_state(state)
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(trace)
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
@@ -131,31 +235,37 @@ pub fn record_on_span(model: &str, batch: i64, compute: Duration) {
     span.record("compute_ms", compute.as_millis() as u64);
 }
 
-/// Asks a worker to load each model once, so the first request does not pay for it and a model
-/// that cannot load is reported at start.
-pub async fn load_models(state: AppState) {
-    for entry in state.repository.iter() {
-        let name = entry.card.name.clone();
-        let work = Work {
-            model: models::model_ref(entry),
-            operation: Operation::Load,
-            inputs: WorkInputs {
-                x: HostTensor::f32(vec![0], vec![]),
-                labels: None,
-                targets: None,
-                sample_ids: vec![],
-            },
-        };
-        let model_state = match state.pool.submit(work).await {
-            Ok(_) => ModelState::Ready,
-            Err(e) => ModelState::Unavailable(e.to_string()),
-        };
-        match &model_state {
-            ModelState::Unavailable(reason) => {
-                tracing::error!(model = %name, "model unavailable: {reason}")
-            }
-            _ => tracing::info!(model = %name, sha256 = %entry.sha256, "model ready"),
+/// Asks a worker to load a model, and records whether it could.
+pub async fn load_model(state: &AppState, entry: &ModelEntry) -> ModelState {
+    let name = entry.card.name.clone();
+    let work = Work {
+        model: models::model_ref(entry),
+        operation: Operation::Load,
+        inputs: WorkInputs {
+            x: HostTensor::f32(vec![0], vec![]),
+            labels: None,
+            targets: None,
+            sample_ids: vec![],
+        },
+    };
+    let model_state = match state.pool.submit(work).await {
+        Ok(_) => ModelState::Ready,
+        Err(e) => ModelState::Unavailable(e.to_string()),
+    };
+    match &model_state {
+        ModelState::Unavailable(reason) => {
+            tracing::error!(model = %name, "model unavailable: {reason}")
         }
-        state.set_model_state(&name, model_state);
+        _ => tracing::info!(model = %name, sha256 = %entry.sha256, "model ready"),
+    }
+    state.set_model_state(&name, model_state.clone());
+    model_state
+}
+
+/// Loads every model once at start, so the first request does not pay for it and a model that
+/// cannot load is reported at once.
+pub async fn load_models(state: AppState) {
+    for (entry, _) in state.catalog.all() {
+        load_model(&state, &entry).await;
     }
 }

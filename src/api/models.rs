@@ -1,5 +1,4 @@
-//! Model metadata and readiness (Open Inference Protocol) and the repository index (Triton's
-//! model-repository extension).
+//! Model metadata and readiness (Open Inference Protocol).
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -7,7 +6,7 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::{ApiError, AppState, ModelState};
-use crate::model::ModelEntry;
+use crate::model::{ModelEntry, Task};
 use crate::worker::protocol::ModelRef;
 
 pub const INPUT_NAME: &str = "input";
@@ -22,26 +21,22 @@ pub fn model_ref(entry: &ModelEntry) -> ModelRef {
     }
 }
 
-fn entry<'a>(state: &'a AppState, name: &str) -> Result<&'a ModelEntry, ApiError> {
-    state
-        .repository
-        .get(name)
-        .ok_or_else(|| ApiError::unknown_model(name))
-}
-
 /// `GET /v2/models/{model}`: inputs and outputs with their shapes, the model card and sha256.
 pub async fn metadata(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let entry = entry(&state, &name)?;
+    let entry = state
+        .catalog
+        .get(&name)
+        .ok_or_else(|| ApiError::unknown_model(&name))?;
     let card = &entry.card;
     let mut input_shape = vec![-1i64];
     input_shape.extend(&card.input.shape);
     let width = match card.task {
-        crate::model::Task::Classification => card.num_classes.unwrap_or(-1),
-        crate::model::Task::Binary => 1,
-        crate::model::Task::Regression => -1,
+        Task::Classification => card.num_classes.unwrap_or(-1),
+        Task::Binary => 1,
+        Task::Regression => -1,
     };
     Ok(Json(json!({
         "name": card.name,
@@ -50,6 +45,7 @@ pub async fn metadata(
         "inputs": [{ "name": INPUT_NAME, "datatype": "FP32", "shape": input_shape }],
         "outputs": [{ "name": OUTPUT_NAME, "datatype": "FP32", "shape": [-1, width] }],
         "sha256": entry.sha256,
+        "origin": state.catalog.origin(&name),
         "card": card,
     })))
 }
@@ -59,7 +55,10 @@ pub async fn ready(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    entry(&state, &name)?;
+    state
+        .catalog
+        .get(&name)
+        .ok_or_else(|| ApiError::unknown_model(&name))?;
     let model_state = state.model_state(&name).unwrap_or(ModelState::Loading);
     let ready = model_state == ModelState::Ready && state.pool.ready_workers() > 0;
     let status = if ready {
@@ -72,25 +71,4 @@ pub async fn ready(
         body["reason"] = json!(reason);
     }
     Ok((status, Json(body)))
-}
-
-/// `POST /v2/repository/index`: every model with its state.
-pub async fn repository_index(State(state): State<AppState>) -> Json<Value> {
-    let models: Vec<Value> = state
-        .repository
-        .iter()
-        .map(|entry| {
-            let (label, reason) = match state.model_state(&entry.card.name) {
-                Some(ModelState::Ready) => ("READY", None),
-                Some(ModelState::Unavailable(reason)) => ("UNAVAILABLE", Some(reason)),
-                _ => ("LOADING", None),
-            };
-            let mut row = json!({ "name": entry.card.name, "version": "1", "state": label });
-            if let Some(reason) = reason {
-                row["reason"] = json!(reason);
-            }
-            row
-        })
-        .collect();
-    Json(Value::Array(models))
 }

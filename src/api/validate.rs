@@ -3,22 +3,21 @@
 
 use super::ApiError;
 use crate::model::{ModelCard, Task};
-use crate::tensor::{decode_oip, HostTensor, OipTensor, Values};
+use crate::tensor::{HostTensor, Values};
 
-/// The model's input: FP32 of shape [batch, ...card shape], finite, 1 to `max_batch` samples;
-/// with `in_domain`, every value inside the card's domain.
+/// The model's input: floats of shape [batch, ...card shape], finite, 1 to `max_batch` samples;
+/// with `in_domain`, every value inside the card's domain. `datatype` is what the client sent.
 pub fn input(
-    tensor: &OipTensor,
+    decoded: HostTensor,
+    datatype: &str,
     field: &str,
     card: &ModelCard,
     max_batch: usize,
     in_domain: bool,
 ) -> Result<HostTensor, ApiError> {
-    let decoded = decode_oip(tensor, field)?;
     let values = decoded.as_f32().ok_or_else(|| {
         ApiError::Invalid(format!(
-            "{field}.datatype: the model takes FP32, got {}",
-            tensor.datatype
+            "{field}.datatype: the model takes FP32, got {datatype}"
         ))
     })?;
     let sample = &card.input.shape;
@@ -61,47 +60,46 @@ pub fn input(
 /// Labels for `n` samples: class indices in range for classification and binary models, float
 /// targets [n, k] for regression.
 pub fn labels(
-    tensor: &OipTensor,
+    decoded: HostTensor,
+    datatype: &str,
     field: &str,
     card: &ModelCard,
     n: i64,
 ) -> Result<HostTensor, ApiError> {
-    let decoded = decode_oip(tensor, field)?;
-    if card.task == Task::Regression {
-        let ok = decoded.shape.len() == 2 && decoded.shape[0] == n && decoded.as_f32().is_some();
-        if !ok {
-            return Err(ApiError::Invalid(format!(
-                "{field}: a regression model takes FP32 targets of shape [{n}, k], got {} {:?}",
-                tensor.datatype, decoded.shape
-            )));
-        }
-        if let Some(i) = decoded
-            .as_f32()
-            .unwrap()
-            .iter()
-            .position(|v| !v.is_finite())
-        {
-            return Err(ApiError::Invalid(format!(
-                "{field}.data[{i}]: must be finite"
-            )));
-        }
-        return Ok(decoded);
+    if card.task != Task::Regression {
+        return classes(decoded, datatype, field, card, n);
     }
-    classes(decoded, tensor, field, card, n)
+    let ok = decoded.shape.len() == 2 && decoded.shape[0] == n && decoded.as_f32().is_some();
+    if !ok {
+        return Err(ApiError::Invalid(format!(
+            "{field}: a regression model takes FP32 targets of shape [{n}, k], got {datatype} {:?}",
+            decoded.shape
+        )));
+    }
+    if let Some(i) = decoded
+        .as_f32()
+        .unwrap_or_default()
+        .iter()
+        .position(|v| !v.is_finite())
+    {
+        return Err(ApiError::Invalid(format!(
+            "{field}.data[{i}]: targets must be finite"
+        )));
+    }
+    Ok(decoded)
 }
 
 /// Class indices for `n` samples, each in 0..classes.
 pub fn classes(
     decoded: HostTensor,
-    tensor: &OipTensor,
+    datatype: &str,
     field: &str,
     card: &ModelCard,
     n: i64,
 ) -> Result<HostTensor, ApiError> {
     let Values::I64(values) = &decoded.values else {
         return Err(ApiError::Invalid(format!(
-            "{field}.datatype: class labels must be an integer type, got {}",
-            tensor.datatype
+            "{field}.datatype: class labels must be an integer type, got {datatype}"
         )));
     };
     if decoded.shape != [n] {

@@ -9,4 +9,4 @@ mod work;
 pub use metrics::Metrics;
 pub use pool::{EngineError, PoolSettings, SlotSettings, WorkerPool};
 pub use queue::BatcherSettings;
-pub use work::{Operation, Work, WorkInputs, WorkResult};
+pub use work::{concat, rows, Operation, Work, WorkInputs, WorkResult};

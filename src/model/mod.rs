@@ -2,7 +2,9 @@
 //! repository that finds them on disk.
 
 mod card;
+mod catalog;
 mod repository;
 
 pub use card::{InputSpec, ModelCard, Normalization, Task};
+pub use catalog::{Catalog, Origin};
 pub use repository::{ModelEntry, Repository, RepositoryError};

@@ -22,6 +22,8 @@ pub struct TestServer {
     pub base: String,
     /// Lines the server wrote to stderr after its start line.
     pub log: mpsc::Receiver<String>,
+    /// A data folder made for this server alone, removed when it is dropped.
+    data_dir: Option<PathBuf>,
 }
 
 impl TestServer {
@@ -38,6 +40,11 @@ impl TestServer {
         command.args(["serve", "--port", "0"]);
         if !extra.contains(&"--models") {
             command.arg("--models").arg(repo_root().join("models"));
+        }
+        let own_data = !extra.contains(&"--data-dir");
+        let data_dir = std::env::temp_dir().join(format!("robustd-test-{}", uuid::Uuid::new_v4()));
+        if own_data {
+            command.arg("--data-dir").arg(&data_dir);
         }
         let mut child = command
             .args(extra)
@@ -75,6 +82,7 @@ impl TestServer {
             child,
             base: format!("http://{address}"),
             log: rx,
+            data_dir: own_data.then_some(data_dir),
         }
     }
 
@@ -122,6 +130,9 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
             self.terminate();
+        }
+        if let Some(dir) = &self.data_dir {
+            let _ = std::fs::remove_dir_all(dir);
         }
     }
 }

@@ -1,0 +1,173 @@
+//! Reports: what an evaluation found, with its uncertainty, assembled from per-sample rows.
+
+use serde::{Deserialize, Serialize};
+
+use crate::attack::{AttackPlan, SampleResult};
+use crate::model::Task;
+
+/// Version of the report's JSON shape.
+pub const REPORT_SCHEMA: u32 = 1;
+
+/// A share of n with its 95% confidence interval.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Proportion {
+    pub value: f64,
+    /// Wilson score interval, 95%.
+    pub ci95: [f64; 2],
+    pub count: usize,
+    pub n: usize,
+}
+
+impl Proportion {
+    pub fn new(count: usize, n: usize) -> Self {
+        let value = if n == 0 { 0.0 } else { count as f64 / n as f64 };
+        Self {
+            value,
+            ci95: wilson(count, n),
+            count,
+            n,
+        }
+    }
+}
+
+/// The Wilson score interval for `count` successes in `n` trials, at 95%.
+pub fn wilson(count: usize, n: usize) -> [f64; 2] {
+    if n == 0 {
+        return [0.0, 1.0];
+    }
+    let z = 1.959_963_984_540_054;
+    let (n, p) = (n as f64, count as f64 / n as f64);
+    let centre = (p + z * z / (2.0 * n)) / (1.0 + z * z / n);
+    let half = z / (1.0 + z * z / n) * (p * (1.0 - p) / n + z * z / (4.0 * n * n)).sqrt();
+    [(centre - half).max(0.0), (centre + half).min(1.0)]
+}
+
+/// Points first broken by each attack of an ensemble.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AttackBreakdown {
+    pub attack: String,
+    pub broke: usize,
+}
+
+/// Aggregates over per-sample rows.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Summary {
+    pub n: usize,
+    /// Classification and binary models only.
+    pub clean_accuracy: Option<Proportion>,
+    pub robust_accuracy: Option<Proportion>,
+    pub mean_clean_loss: f64,
+    pub mean_robust_loss: f64,
+    pub max_robust_loss: f64,
+    /// Mean robust loss minus mean clean loss.
+    pub loss_gap: f64,
+    pub by_attack: Vec<AttackBreakdown>,
+    /// Samples with an all-zero or a NaN input gradient at some step.
+    pub zero_gradient: usize,
+    pub nan_gradient: usize,
+}
+
+impl Summary {
+    pub fn of(samples: &[SampleResult], plan: &AttackPlan, task: Task) -> Self {
+        let n = samples.len();
+        let classifies = task != Task::Regression;
+        let count = |f: &dyn Fn(&SampleResult) -> bool| samples.iter().filter(|s| f(s)).count();
+        let mean = |f: &dyn Fn(&SampleResult) -> f32| {
+            if n == 0 {
+                0.0
+            } else {
+                samples.iter().map(|s| f64::from(f(s))).sum::<f64>() / n as f64
+            }
+        };
+        let mean_clean_loss = mean(&|s| s.clean_loss);
+        let mean_robust_loss = mean(&|s| s.robust_loss);
+        let by_attack = plan
+            .attacks
+            .iter()
+            .map(|a| {
+                let label = a.label(task);
+                let broke = count(&|s| s.broken_by.as_deref() == Some(label.as_str()));
+                AttackBreakdown {
+                    attack: label,
+                    broke,
+                }
+            })
+            .collect();
+        Self {
+            n,
+            clean_accuracy: classifies
+                .then(|| Proportion::new(count(&|s| s.clean_correct == Some(true)), n)),
+            robust_accuracy: classifies
+                .then(|| Proportion::new(count(&|s| s.robust == Some(true)), n)),
+            mean_clean_loss,
+            mean_robust_loss,
+            max_robust_loss: samples
+                .iter()
+                .map(|s| f64::from(s.robust_loss))
+                .fold(if n == 0 { 0.0 } else { f64::MIN }, f64::max),
+            loss_gap: mean_robust_loss - mean_clean_loss,
+            by_attack,
+            zero_gradient: count(&|s| s.zero_gradient),
+            nan_gradient: count(&|s| s.nan_gradient),
+        }
+    }
+}
+
+/// Everything an evaluation found: settings, versions, aggregates, per-sample rows, timings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    pub schema: u32,
+    pub model: String,
+    pub model_sha256: String,
+    pub plan: AttackPlan,
+    pub robustd_version: String,
+    pub libtorch_version: String,
+    pub summary: Summary,
+    pub samples: Vec<SampleResult>,
+    pub compute_ms: u64,
+}
+
+impl Report {
+    pub fn new(
+        model: &str,
+        model_sha256: &str,
+        plan: &AttackPlan,
+        task: Task,
+        samples: Vec<SampleResult>,
+        compute_ms: u64,
+    ) -> Self {
+        Self {
+            schema: REPORT_SCHEMA,
+            model: model.to_owned(),
+            model_sha256: model_sha256.to_owned(),
+            plan: plan.clone(),
+            robustd_version: env!("CARGO_PKG_VERSION").to_owned(),
+            libtorch_version: LIBTORCH_VERSION.to_owned(),
+            summary: Summary::of(&samples, plan, task),
+            samples,
+            compute_ms,
+        }
+    }
+}
+
+/// The libtorch robustd is built against (tch 0.26 requires exactly this one).
+pub const LIBTORCH_VERSION: &str = "2.13.0";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wilson_intervals_match_known_values() {
+        // 50 of 100: 0.4038 to 0.5962; 0 of 10: 0 to 0.2775; 10 of 10: 0.7225 to 1.
+        let close =
+            |a: [f64; 2], b: [f64; 2]| (a[0] - b[0]).abs() < 1e-4 && (a[1] - b[1]).abs() < 1e-4;
+        assert!(
+            close(wilson(50, 100), [0.4038, 0.5962]),
+            "{:?}",
+            wilson(50, 100)
+        );
+        assert!(close(wilson(0, 10), [0.0, 0.2775]), "{:?}", wilson(0, 10));
+        assert!(close(wilson(10, 10), [0.7225, 1.0]), "{:?}", wilson(10, 10));
+    }
+}
