@@ -29,6 +29,18 @@ struct Cli {
 enum Command {
     /// Start the HTTP server and its worker processes.
     Serve(ServeConfig),
+    /// Drop old adversarial examples from the store; reports stay.
+    Prune {
+        /// The server's data folder.
+        #[arg(long, env = "ROBUSTD_DATA_DIR", default_value = "data")]
+        data_dir: std::path::PathBuf,
+        /// Drop the examples of evaluations last updated more than this many days ago.
+        #[arg(long)]
+        older_than_days: Option<f64>,
+        /// Then drop the oldest until the examples left take at most this many MiB.
+        #[arg(long)]
+        max_mb: Option<u64>,
+    },
     /// Run as a worker process (started by `serve`; speaks the pipe protocol on stdin/stdout).
     #[command(hide = true)]
     Worker {
@@ -53,6 +65,11 @@ fn main() -> ExitCode {
 
     let result = match cli.command {
         Command::Serve(config) => serve(config),
+        Command::Prune {
+            data_dir,
+            older_than_days,
+            max_mb,
+        } => prune(&data_dir, older_than_days, max_mb),
         Command::Worker {
             device,
             threads,
@@ -116,6 +133,32 @@ fn serve(config: ServeConfig) -> anyhow::Result<()> {
         tracing::info!("draining workers");
         pool.shutdown().await;
         tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+fn prune(
+    data_dir: &std::path::Path,
+    older_than_days: Option<f64>,
+    max_mb: Option<u64>,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        older_than_days.is_some() || max_mb.is_some(),
+        "say what to prune: --older-than-days N and/or --max-mb M"
+    );
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async {
+        let store = Store::open(data_dir)
+            .await
+            .with_context(|| format!("data folder {}", data_dir.display()))?;
+        let before = older_than_days.map(|d| robustd::store::now() - (d * 86_400.0) as i64);
+        let (jobs, bytes) = store
+            .prune_adversarial(before, max_mb.map(|m| m << 20))
+            .await?;
+        println!(
+            "pruned the adversarial examples of {jobs} evaluations, {:.1} MiB",
+            bytes as f64 / (1 << 20) as f64
+        );
         Ok(())
     })
 }

@@ -30,6 +30,9 @@ pub enum ApiError {
     /// The resource is in a state that does not allow the request.
     #[error("{0}")]
     Conflict(String),
+    /// The resource existed and was removed (pruned examples).
+    #[error("{0}")]
+    Gone(String),
     /// An admin action without the admin token.
     #[error("{0}")]
     Unauthorized(String),
@@ -55,6 +58,7 @@ impl ApiError {
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Gone(_) => StatusCode::GONE,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -70,6 +74,7 @@ impl ApiError {
             Self::Unavailable { .. } => "unavailable",
             Self::TooLarge(_) => "too_large",
             Self::Conflict(_) => "conflict",
+            Self::Gone(_) => "gone",
             Self::Unauthorized(_) => "unauthorized",
             Self::Timeout(_) => "timeout",
             Self::Internal(_) => "internal",

@@ -47,6 +47,10 @@ pub struct EvaluationRequest {
     /// Samples per batch sent to a worker; default and maximum: the server's max batch size.
     #[serde(default)]
     pub chunk_size: Option<usize>,
+    /// Answer with an earlier succeeded evaluation of the same model file, settings and data
+    /// instead of computing it again.
+    #[serde(default)]
+    pub reuse: bool,
 }
 
 /// `POST /v2/evaluations`.
@@ -133,6 +137,21 @@ pub async fn create(
         chunk_size,
         sample_offset: offset,
     };
+    if request.reuse {
+        let key = serde_json::to_value(&spec).expect("specs serialise");
+        if let Some(earlier) = state.store.reusable_job(&entry.sha256, &key).await? {
+            tracing::info!(job = %earlier.id, model = %earlier.model, "evaluation reused");
+            let mut body = view(&earlier, true);
+            body["reused"] = json!(true);
+            let location = format!("/v2/evaluations/{}", earlier.id);
+            let mut response = (StatusCode::OK, Json(body)).into_response();
+            response.headers_mut().insert(
+                header::LOCATION,
+                location.parse().expect("ids are header-safe"),
+            );
+            return Ok(response);
+        }
+    }
     let job = state
         .jobs
         .submit(&model_ref(&entry), spec, total)
@@ -303,12 +322,19 @@ async fn adversarial(
     id: &str,
 ) -> Result<(JobRecord, HostTensor, Vec<u8>), ApiError> {
     let record = job(state, id).await?;
-    let sha = record.adversarial_sha256.clone().ok_or_else(|| {
-        ApiError::Conflict(format!(
-            "evaluation {id:?} is {}; its examples come when it succeeds",
-            record.status
-        ))
-    })?;
+    let sha = match (&record.adversarial_sha256, record.status.as_str()) {
+        (Some(sha), _) => sha.clone(),
+        (None, "succeeded") => {
+            return Err(ApiError::Gone(format!(
+                "evaluation {id:?}: its adversarial examples were pruned; the report remains"
+            )))
+        }
+        (None, status) => {
+            return Err(ApiError::Conflict(format!(
+                "evaluation {id:?} is {status}; its examples come when it succeeds"
+            )))
+        }
+    };
     let bytes = state
         .store
         .blobs

@@ -313,6 +313,95 @@ impl Store {
         self.query_jobs("ORDER BY created_at DESC, id", None).await
     }
 
+    /// A succeeded job of the same model file and the same spec, whose report can be reused.
+    pub async fn reusable_job(
+        &self,
+        model_sha256: &str,
+        spec: &serde_json::Value,
+    ) -> Result<Option<JobRecord>, StoreError> {
+        let jobs = self
+            .query_jobs("WHERE status = 'succeeded' ORDER BY created_at DESC", None)
+            .await?;
+        Ok(jobs
+            .into_iter()
+            .find(|j| j.model_sha256 == model_sha256 && &j.spec == spec))
+    }
+
+    /// Drops the adversarial examples of finished jobs last updated before `before` (unix
+    /// seconds), oldest first, and then more until the examples left take at most `max_bytes`.
+    /// Reports stay. Returns the jobs pruned and the bytes freed.
+    pub async fn prune_adversarial(
+        &self,
+        before: Option<i64>,
+        max_bytes: Option<u64>,
+    ) -> Result<(usize, u64), StoreError> {
+        let jobs = self
+            .query_jobs(
+                "WHERE adversarial_sha256 IS NOT NULL ORDER BY updated_at, id",
+                None,
+            )
+            .await?;
+        let mut blobs_of = Vec::new();
+        for job in &jobs {
+            let mut shas = vec![job.adversarial_sha256.clone().unwrap_or_default()];
+            shas.extend(
+                self.chunks(&job.id)
+                    .await?
+                    .into_iter()
+                    .map(|c| c.adversarial_sha256),
+            );
+            shas.retain(|s| !s.is_empty());
+            let size: u64 = shas
+                .iter()
+                .filter_map(|s| std::fs::metadata(self.blobs.path(s)).ok())
+                .map(|m| m.len())
+                .sum();
+            blobs_of.push((job, shas, size));
+        }
+        let mut total: u64 = blobs_of.iter().map(|(_, _, size)| size).sum();
+        let mut pruned = Vec::new();
+        for (job, shas, size) in &blobs_of {
+            let old = before.is_some_and(|b| job.updated_at < b);
+            let over = max_bytes.is_some_and(|m| total > m);
+            if !(old || over) {
+                continue;
+            }
+            total -= size;
+            pruned.push((job.id.clone(), shas.clone(), *size));
+        }
+
+        let mut freed = 0u64;
+        for (id, shas, size) in &pruned {
+            let mut tx = self.db.begin().await?;
+            sqlx::query("UPDATE jobs SET adversarial_sha256 = NULL WHERE id = ?")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("UPDATE job_chunks SET adversarial_sha256 = '' WHERE job_id = ?")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            for sha in shas {
+                // Blobs are shared by content: remove only what nothing else refers to.
+                let users: i64 = sqlx::query_scalar(
+                    "SELECT (SELECT COUNT(*) FROM jobs WHERE adversarial_sha256 = ?1)
+                          + (SELECT COUNT(*) FROM job_chunks WHERE adversarial_sha256 = ?1)
+                          + (SELECT COUNT(*) FROM datasets WHERE x_sha256 = ?1 OR y_sha256 = ?1)
+                          + (SELECT COUNT(*) FROM models WHERE sha256 = ?1)",
+                )
+                .bind(sha)
+                .fetch_one(&self.db)
+                .await?;
+                if users == 0 {
+                    self.blobs.remove(sha).map_err(BlobError::Io)?;
+                }
+            }
+            freed += size;
+        }
+        Ok((pruned.len(), freed))
+    }
+
     /// Jobs left queued or running by an earlier run of the server.
     pub async fn unfinished_jobs(&self) -> Result<Vec<JobRecord>, StoreError> {
         self.query_jobs(

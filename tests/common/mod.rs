@@ -109,6 +109,12 @@ impl TestServer {
         self.child.id()
     }
 
+    /// Kills the server with SIGKILL, as a crash would; its workers exit when their pipes close.
+    pub fn kill_hard(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Sends SIGTERM and waits for the process to exit; returns its exit code.
     pub fn terminate(&mut self) -> Option<i32> {
         let _ = Command::new("kill")
