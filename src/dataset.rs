@@ -152,7 +152,7 @@ pub struct Datasets {
 }
 
 /// What a listing shows of a data set.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct DatasetInfo {
     pub name: String,
     pub n: i64,

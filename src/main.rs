@@ -29,6 +29,8 @@ struct Cli {
 enum Command {
     /// Start the HTTP server and its worker processes.
     Serve(ServeConfig),
+    /// Print the OpenAPI document.
+    Openapi,
     /// Drop old adversarial examples from the store; reports stay.
     Prune {
         /// The server's data folder.
@@ -65,6 +67,10 @@ fn main() -> ExitCode {
 
     let result = match cli.command {
         Command::Serve(config) => serve(config),
+        Command::Openapi => {
+            print!("{}", api::openapi::document());
+            Ok(())
+        }
         Command::Prune {
             data_dir,
             older_than_days,

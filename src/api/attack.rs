@@ -14,6 +14,7 @@ use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::error::ErrorBody;
 use super::infer::RequestedOutput;
 use super::models::model_ref;
 use super::oip::{decode_tensors, wants_binary, OipBody, OipOutputs};
@@ -26,7 +27,7 @@ use crate::tensor::{HostTensor, OipTensor};
 
 pub const ADVERSARIAL_NAME: &str = "adversarial";
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct AttackRequest {
     #[serde(default)]
     pub id: Option<String>,
@@ -37,7 +38,7 @@ pub struct AttackRequest {
     pub outputs: Option<Vec<RequestedOutput>>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AttackResponse {
     pub model_name: String,
     pub model_version: String,
@@ -48,6 +49,7 @@ pub struct AttackResponse {
     pub outputs: Vec<OipTensor>,
 }
 
+#[utoipa::path(post, path = "/v2/models/{model}/attack", tag = "attacks", params(("model" = String, Path, description = "Model name")), request_body(content = AttackRequest, description = "Inputs `input`, `label` (and `target`); parameters choose the attack", example = json!({"inputs": [{"name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": [0.5]}, {"name": "label", "shape": [1], "datatype": "INT64", "data": [8]}], "parameters": {"attack": "pgd", "eps": 0.1, "steps": 10}})), responses((status = 200, description = "The report, and the adversarial examples when asked", body = AttackResponse), (status = 400, description = "A field breaks a rule; the message names the field, the rule and the value", body = ErrorBody, example = json!({"error": "inputs[0].shape: must be [batch, 1, 8, 8], got [1, 1, 8]", "error_type": "invalid_request"})), (status = 404, description = "No such model, data set or evaluation", body = ErrorBody, example = json!({"error": "model \"nope\" is not in the repository", "error_type": "not_found"})), (status = 413, description = "The body is larger than the server accepts", body = ErrorBody), (status = 422, description = "The model failed or is unavailable", body = ErrorBody), (status = 503, description = "The queue is full; retry after the Retry-After header's seconds", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait"))), (status = 504, description = "The batch ran past the worker deadline", body = ErrorBody), (status = 500, description = "A worker died twice on this request, or another internal failure", body = ErrorBody)))]
 pub async fn attack(
     State(state): State<AppState>,
     Path(name): Path<String>,

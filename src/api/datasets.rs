@@ -10,8 +10,9 @@ use axum::http::{header, StatusCode};
 use axum::Json;
 use serde_json::{json, Value};
 
+use super::error::ErrorBody;
 use super::{ApiError, AppState};
-use crate::dataset::Dataset;
+use crate::dataset::{Dataset, DatasetInfo};
 use crate::store::{now, DatasetRecord};
 use crate::tensor::{read_npy, write_npy};
 
@@ -32,11 +33,13 @@ pub fn check_name(what: &str, name: &str) -> Result<(), ApiError> {
 }
 
 /// `GET /v2/datasets`.
+#[utoipa::path(get, path = "/v2/datasets", tag = "datasets", responses((status = 200, description = "Shipped and uploaded data sets", body = [DatasetInfo])))]
 pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     Ok(Json(json!(state.datasets.list().await?)))
 }
 
 /// `GET /v2/datasets/{name}`.
+#[utoipa::path(get, path = "/v2/datasets/{name}", tag = "datasets", params(("name" = String, Path, description = "Data set name")), responses((status = 200, description = "One data set", body = DatasetInfo), (status = 404, description = "No such model, data set or evaluation", body = ErrorBody, example = json!({"error": "model \"nope\" is not in the repository", "error_type": "not_found"}))))]
 pub async fn describe(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -50,6 +53,7 @@ pub async fn describe(
 }
 
 /// `PUT /v2/datasets/{name}`: safetensors body, or multipart `.npy` parts `x` and `y`.
+#[utoipa::path(put, path = "/v2/datasets/{name}", tag = "datasets", params(("name" = String, Path, description = "Data set name")), request_body(content = Vec<u8>, description = "A safetensors file with `x` and `y`, or multipart/form-data with .npy parts `x` and `y`", content_type = "application/octet-stream"), responses((status = 201, description = "Stored", body = Object), (status = 400, description = "A field breaks a rule; the message names the field, the rule and the value", body = ErrorBody, example = json!({"error": "inputs[0].shape: must be [batch, 1, 8, 8], got [1, 1, 8]", "error_type": "invalid_request"})), (status = 409, description = "The resource's state does not allow this", body = ErrorBody), (status = 413, description = "The body is larger than the server accepts", body = ErrorBody)))]
 pub async fn upload(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -137,6 +141,7 @@ async fn from_multipart(mut multipart: Multipart) -> Result<Dataset, ApiError> {
 }
 
 /// `DELETE /v2/datasets/{name}`: remove an uploaded data set.
+#[utoipa::path(delete, path = "/v2/datasets/{name}", tag = "datasets", params(("name" = String, Path, description = "Data set name")), responses((status = 204, description = "Removed"), (status = 404, description = "No such model, data set or evaluation", body = ErrorBody, example = json!({"error": "model \"nope\" is not in the repository", "error_type": "not_found"})), (status = 409, description = "The resource's state does not allow this", body = ErrorBody)))]
 pub async fn remove(
     State(state): State<AppState>,
     Path(name): Path<String>,

@@ -43,10 +43,14 @@ pub enum ApiError {
     Internal(String),
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: String,
-    error_type: &'a str,
+/// The one error body of every route.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong; for a bad request, the field, the rule and the value.
+    pub error: String,
+    /// A stable kind: invalid_request, not_found, model_error, unavailable, too_large,
+    /// conflict, gone, unauthorized, timeout, internal.
+    pub error_type: String,
 }
 
 impl ApiError {
@@ -96,7 +100,7 @@ impl IntoResponse for ApiError {
         }
         let body = ErrorBody {
             error: self.to_string(),
-            error_type: self.error_type(),
+            error_type: self.error_type().to_owned(),
         };
         let mut response = (status, axum::Json(body)).into_response();
         if let Self::Unavailable { retry_after_s, .. } = self {

@@ -17,6 +17,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::attack::{plan_from, tensors_from};
+use super::error::ErrorBody;
 use super::models::model_ref;
 use super::oip::{decode_tensors, OipBody};
 use super::{ApiError, AppState};
@@ -25,7 +26,7 @@ use crate::jobs::{is_terminal, progress_data, DataSource, JobSpec};
 use crate::store::{JobRecord, StoreError};
 use crate::tensor::{read_npy, write_npy, HostTensor, OipTensor};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EvaluationRequest {
     pub model: String,
@@ -54,6 +55,7 @@ pub struct EvaluationRequest {
 }
 
 /// `POST /v2/evaluations`.
+#[utoipa::path(post, path = "/v2/evaluations", tag = "evaluations", request_body = EvaluationRequest, responses((status = 202, description = "Queued; Location names the job", body = Object, headers(("Location" = String, description = "The job's URL"))), (status = 200, description = "An earlier identical evaluation, reused (`reuse: true`)", body = Object), (status = 400, description = "A field breaks a rule; the message names the field, the rule and the value", body = ErrorBody, example = json!({"error": "inputs[0].shape: must be [batch, 1, 8, 8], got [1, 1, 8]", "error_type": "invalid_request"})), (status = 404, description = "No such model, data set or evaluation", body = ErrorBody, example = json!({"error": "model \"nope\" is not in the repository", "error_type": "not_found"})), (status = 422, description = "The model failed or is unavailable", body = ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     OipBody {
@@ -218,6 +220,7 @@ async fn job(state: &AppState, id: &str) -> Result<JobRecord, ApiError> {
 }
 
 /// `GET /v2/evaluations`: every job, newest first, without reports.
+#[utoipa::path(get, path = "/v2/evaluations", tag = "evaluations", responses((status = 200, description = "Every job, newest first, without reports", body = [Object])))]
 pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let jobs = state.store.jobs().await?;
     Ok(Json(Value::Array(
@@ -226,6 +229,7 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError
 }
 
 /// `GET /v2/evaluations/{id}`.
+#[utoipa::path(get, path = "/v2/evaluations/{id}", tag = "evaluations", params(("id" = String, Path, description = "Evaluation id")), responses((status = 200, description = "Status, progress and, when it succeeded, the report", body = Object), (status = 404, description = "No such model, data set or evaluation", body = ErrorBody, example = json!({"error": "model \"nope\" is not in the repository", "error_type": "not_found"}))))]
 pub async fn status(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -234,6 +238,7 @@ pub async fn status(
 }
 
 /// `DELETE /v2/evaluations/{id}`: cancel a queued or running job.
+#[utoipa::path(delete, path = "/v2/evaluations/{id}", tag = "evaluations", params(("id" = String, Path, description = "Evaluation id")), responses((status = 202, description = "Cancelling: the running batch stops between two attack steps", body = Object), (status = 404, description = "No such model, data set or evaluation", body = ErrorBody, example = json!({"error": "model \"nope\" is not in the repository", "error_type": "not_found"})), (status = 409, description = "The resource's state does not allow this", body = ErrorBody)))]
 pub async fn cancel(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -257,6 +262,7 @@ pub async fn cancel(
 /// `GET /v2/evaluations/{id}/events`: progress as Server-Sent Events. Each event's id grows by
 /// one; a client that reconnects with `Last-Event-ID` gets only what it missed. The stream ends
 /// after the event that ends the job.
+#[utoipa::path(get, path = "/v2/evaluations/{id}/events", tag = "evaluations", params(("id" = String, Path, description = "Evaluation id"), ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this event")), responses((status = 200, description = "Server-Sent Events: queued, running, progress..., then succeeded, failed or cancelled; ids grow by one", body = String, content_type = "text/event-stream"), (status = 404, description = "No such model, data set or evaluation", body = ErrorBody, example = json!({"error": "model \"nope\" is not in the repository", "error_type": "not_found"}))))]
 pub async fn events(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -360,6 +366,7 @@ fn download(bytes: Vec<u8>, filename: String) -> Response {
 }
 
 /// `GET /v2/evaluations/{id}/adversarial.npy`: the adversarial examples, one per sample.
+#[utoipa::path(get, path = "/v2/evaluations/{id}/adversarial.npy", tag = "evaluations", params(("id" = String, Path, description = "Evaluation id")), responses((status = 200, description = "The adversarial examples as .npy", body = Vec<u8>, content_type = "application/octet-stream"), (status = 404, description = "No such model, data set or evaluation", body = ErrorBody, example = json!({"error": "model \"nope\" is not in the repository", "error_type": "not_found"})), (status = 409, description = "The resource's state does not allow this", body = ErrorBody), (status = 410, description = "Pruned; the report remains", body = ErrorBody)))]
 pub async fn adversarial_npy(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -370,6 +377,7 @@ pub async fn adversarial_npy(
 
 /// `GET /v2/evaluations/{id}/adversarial.safetensors`: `adversarial` and, per sample, `robust`
 /// (1 when no attack broke it).
+#[utoipa::path(get, path = "/v2/evaluations/{id}/adversarial.safetensors", tag = "evaluations", params(("id" = String, Path, description = "Evaluation id")), responses((status = 200, description = "`adversarial` and per-sample `robust` as safetensors", body = Vec<u8>, content_type = "application/octet-stream"), (status = 404, description = "No such model, data set or evaluation", body = ErrorBody, example = json!({"error": "model \"nope\" is not in the repository", "error_type": "not_found"})), (status = 409, description = "The resource's state does not allow this", body = ErrorBody), (status = 410, description = "Pruned; the report remains", body = ErrorBody)))]
 pub async fn adversarial_safetensors(
     State(state): State<AppState>,
     Path(id): Path<String>,

@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 use super::AppState;
 
 /// `GET /v2`: server metadata.
+#[utoipa::path(get, path = "/v2", tag = "health", responses((status = 200, description = "Server name, version and extensions", body = Object, example = json!({"name": "robustd", "version": "0.1.0", "extensions": ["model_repository"]}))))]
 pub async fn server_metadata() -> Json<Value> {
     Json(json!({
         "name": "robustd",
@@ -17,11 +18,13 @@ pub async fn server_metadata() -> Json<Value> {
 }
 
 /// `GET /v2/health/live`: the process answers.
+#[utoipa::path(get, path = "/v2/health/live", tag = "health", responses((status = 200, description = "The process answers", body = Object, example = json!({"live": true}))))]
 pub async fn live() -> Json<Value> {
     Json(json!({ "live": true }))
 }
 
 /// `GET /v2/health/ready`: at least one worker process is up to take requests.
+#[utoipa::path(get, path = "/v2/health/ready", tag = "health", responses((status = 200, description = "A worker is up", body = Object, example = json!({"ready": true})), (status = 503, description = "No worker is up yet", body = Object, example = json!({"ready": false}))))]
 pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let ready = state.pool.ready_workers() > 0;
     let status = if ready {
@@ -33,6 +36,7 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
 }
 
 /// `GET /metrics`: Prometheus text exposition.
+#[utoipa::path(get, path = "/metrics", tag = "health", responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResponse {
     (
         [(

@@ -6,13 +6,14 @@ use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::error::ErrorBody;
 use super::models::{model_ref, INPUT_NAME, OUTPUT_NAME};
 use super::oip::{decode_tensors, wants_binary, OipBody, OipOutputs};
 use super::{validate, ApiError, AppState};
 use crate::engine::{Operation, Work, WorkInputs, WorkResult};
 use crate::tensor::OipTensor;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct InferRequest {
     #[serde(default)]
     pub id: Option<String>,
@@ -24,14 +25,14 @@ pub struct InferRequest {
     pub outputs: Option<Vec<RequestedOutput>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct RequestedOutput {
     pub name: String,
     #[serde(default)]
     pub parameters: Option<Map<String, Value>>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct InferResponse {
     pub model_name: String,
     pub model_version: String,
@@ -40,6 +41,7 @@ pub struct InferResponse {
     pub outputs: Vec<OipTensor>,
 }
 
+#[utoipa::path(post, path = "/v2/models/{model}/infer", tag = "inference", params(("model" = String, Path, description = "Model name")), request_body(content = InferRequest, description = "OIP JSON; with the binary tensor extension, the JSON is followed by raw tensor bytes and Inference-Header-Content-Length gives its length"), responses((status = 200, description = "The model's output", body = InferResponse), (status = 400, description = "A field breaks a rule; the message names the field, the rule and the value", body = ErrorBody, example = json!({"error": "inputs[0].shape: must be [batch, 1, 8, 8], got [1, 1, 8]", "error_type": "invalid_request"})), (status = 404, description = "No such model, data set or evaluation", body = ErrorBody, example = json!({"error": "model \"nope\" is not in the repository", "error_type": "not_found"})), (status = 413, description = "The body is larger than the server accepts", body = ErrorBody), (status = 422, description = "The model failed or is unavailable", body = ErrorBody), (status = 503, description = "The queue is full; retry after the Retry-After header's seconds", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait"))), (status = 504, description = "The batch ran past the worker deadline", body = ErrorBody), (status = 500, description = "A worker died twice on this request, or another internal failure", body = ErrorBody)))]
 pub async fn infer(
     State(state): State<AppState>,
     Path(name): Path<String>,

@@ -8,6 +8,7 @@ mod health;
 mod infer;
 mod models;
 mod oip;
+pub mod openapi;
 mod repository;
 mod validate;
 
@@ -218,9 +219,22 @@ pub fn app(state: AppState) -> Router {
             get(evaluations::adversarial_safetensors),
         )
         .route("/metrics", get(health::metrics))
+        .route(
+            "/openapi.json",
+            get(|| async {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    openapi::document(),
+                )
+            }),
+        )
         .layer(RequestBodyLimitLayer::new(body_limit))
         .layer(DefaultBodyLimit::max(body_limit))
         .merge(uploads)
+        .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url(
+            "/docs/openapi.json",
+            <openapi::ApiDoc as utoipa::OpenApi>::openapi(),
+        ))
         .with_state(state)
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(trace)

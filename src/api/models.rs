@@ -5,6 +5,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Value};
 
+use super::error::ErrorBody;
 use super::{ApiError, AppState, ModelState};
 use crate::model::{ModelEntry, Task};
 use crate::worker::protocol::ModelRef;
@@ -22,6 +23,7 @@ pub fn model_ref(entry: &ModelEntry) -> ModelRef {
 }
 
 /// `GET /v2/models/{model}`: inputs and outputs with their shapes, the model card and sha256.
+#[utoipa::path(get, path = "/v2/models/{model}", tag = "models", params(("model" = String, Path, description = "Model name")), responses((status = 200, description = "Inputs, outputs, card and sha256", body = Object), (status = 404, description = "No such model, data set or evaluation", body = ErrorBody, example = json!({"error": "model \"nope\" is not in the repository", "error_type": "not_found"}))))]
 pub async fn metadata(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -51,6 +53,7 @@ pub async fn metadata(
 }
 
 /// `GET /v2/models/{model}/ready`: 200 when the model is loaded, 503 while loading or broken.
+#[utoipa::path(get, path = "/v2/models/{model}/ready", tag = "models", params(("model" = String, Path, description = "Model name")), responses((status = 200, description = "Loaded and a worker is up", body = Object, example = json!({"name": "digits_cnn", "ready": true})), (status = 503, description = "Loading or unavailable, with the reason", body = Object), (status = 404, description = "No such model, data set or evaluation", body = ErrorBody, example = json!({"error": "model \"nope\" is not in the repository", "error_type": "not_found"}))))]
 pub async fn ready(
     State(state): State<AppState>,
     Path(name): Path<String>,

@@ -17,6 +17,7 @@ use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
+use super::error::ErrorBody;
 use super::{load_model, ApiError, AppState, ModelState};
 use crate::model::{ModelCard, ModelEntry, Origin};
 
@@ -24,6 +25,7 @@ use crate::model::{ModelCard, ModelEntry, Origin};
 const MAX_MODEL_BYTES: u64 = 4 << 30;
 
 /// `POST /v2/repository/index`: every model with its state.
+#[utoipa::path(post, path = "/v2/repository/index", tag = "repository", responses((status = 200, description = "Every model with its state", body = [Object])))]
 pub async fn index(State(state): State<AppState>) -> Json<Value> {
     let models: Vec<Value> = state
         .catalog
@@ -47,7 +49,7 @@ pub async fn index(State(state): State<AppState>) -> Json<Value> {
     Json(Value::Array(models))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 pub struct LoadRequest {
     #[serde(default)]
     pub parameters: Map<String, Value>,
@@ -55,6 +57,7 @@ pub struct LoadRequest {
 
 /// `POST /v2/repository/models/{m}/load`: (re)load a model, storing it first when the request
 /// carries its card and file.
+#[utoipa::path(post, path = "/v2/repository/models/{model}/load", tag = "repository", params(("model" = String, Path, description = "Model name")), request_body(content = Option<LoadRequest>, description = "Optional: `parameters.config` (the model card as a JSON string) and `parameters.file:model.pt` (base64 TorchScript) to store the model first; that is an admin action"), responses((status = 200, description = "Loaded", body = Object), (status = 400, description = "A field breaks a rule; the message names the field, the rule and the value", body = ErrorBody, example = json!({"error": "inputs[0].shape: must be [batch, 1, 8, 8], got [1, 1, 8]", "error_type": "invalid_request"})), (status = 401, description = "An admin action without the admin token", body = ErrorBody), (status = 404, description = "No such model, data set or evaluation", body = ErrorBody, example = json!({"error": "model \"nope\" is not in the repository", "error_type": "not_found"})), (status = 422, description = "The model failed or is unavailable", body = ErrorBody)))]
 pub async fn load(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -114,6 +117,7 @@ pub async fn load(
 }
 
 /// `POST /v2/repository/models/{m}/unload`: stop serving a model (it stays in the repository).
+#[utoipa::path(post, path = "/v2/repository/models/{model}/unload", tag = "repository", params(("model" = String, Path, description = "Model name")), responses((status = 200, description = "No longer served", body = Object), (status = 401, description = "An admin action without the admin token", body = ErrorBody), (status = 404, description = "No such model, data set or evaluation", body = ErrorBody, example = json!({"error": "model \"nope\" is not in the repository", "error_type": "not_found"}))))]
 pub async fn unload(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -133,6 +137,7 @@ pub async fn unload(
 
 /// `PUT /v2/repository/models/{m}`: a raw TorchScript body streamed to the store, with the card
 /// in the `Model-Card` header.
+#[utoipa::path(put, path = "/v2/repository/models/{model}", tag = "repository", params(("model" = String, Path, description = "Model name"), ("Model-Card" = String, Header, description = "The model card as JSON")), request_body(content = Vec<u8>, description = "The TorchScript file, streamed", content_type = "application/octet-stream"), responses((status = 201, description = "Stored and loaded", body = Object), (status = 400, description = "A field breaks a rule; the message names the field, the rule and the value", body = ErrorBody, example = json!({"error": "inputs[0].shape: must be [batch, 1, 8, 8], got [1, 1, 8]", "error_type": "invalid_request"})), (status = 401, description = "An admin action without the admin token", body = ErrorBody), (status = 409, description = "The resource's state does not allow this", body = ErrorBody), (status = 413, description = "The body is larger than the server accepts", body = ErrorBody)))]
 pub async fn upload(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -177,6 +182,7 @@ pub async fn upload(
 }
 
 /// `DELETE /v2/repository/models/{m}`: remove an uploaded model.
+#[utoipa::path(delete, path = "/v2/repository/models/{model}", tag = "repository", params(("model" = String, Path, description = "Model name")), responses((status = 204, description = "Removed"), (status = 401, description = "An admin action without the admin token", body = ErrorBody), (status = 404, description = "No such model, data set or evaluation", body = ErrorBody, example = json!({"error": "model \"nope\" is not in the repository", "error_type": "not_found"})), (status = 409, description = "The resource's state does not allow this", body = ErrorBody)))]
 pub async fn remove(
     State(state): State<AppState>,
     Path(name): Path<String>,

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::model::Task;
 
 /// The attack algorithm.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Method {
     /// One signed-gradient step of size eps (`x' = clip(x + eps * sign(grad))`); for L2 the step
@@ -18,7 +18,7 @@ pub enum Method {
     Apgd,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Norm {
     Linf,
@@ -26,7 +26,7 @@ pub enum Norm {
 }
 
 /// The loss the attack climbs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LossKind {
     /// Cross-entropy of the logits (classification).
@@ -63,7 +63,7 @@ impl LossKind {
 }
 
 /// What the attack maximises per sample.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Objective {
     /// Stop attacking a point once it is misclassified (fast robust accuracy).
@@ -74,7 +74,7 @@ pub enum Objective {
 }
 
 /// One attack of a plan.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AttackSettings {
     pub method: Method,
@@ -259,7 +259,7 @@ impl AttackSettings {
 }
 
 /// What a worker runs on one batch: attacks in order (an ensemble when more than one).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AttackPlan {
     pub attacks: Vec<AttackSettings>,
     #[serde(default)]
@@ -306,7 +306,7 @@ impl AttackPlan {
 }
 
 /// One sample's result.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SampleResult {
     /// Predicted class on the clean input (binary: 0 or 1; regression: none).
     pub clean_prediction: Option<i64>,

@@ -1,7 +1,7 @@
 use serde::{Deserialize, Serialize};
 
 /// What a model computes, which decides the losses an attack may use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Task {
     /// Logits over `num_classes` classes.
@@ -13,7 +13,7 @@ pub enum Task {
 }
 
 /// The per-sample input a model accepts.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct InputSpec {
     /// Shape of one sample, without the batch dimension.
     pub shape: Vec<i64>,
@@ -34,14 +34,14 @@ fn default_domain() -> [f64; 2] {
 }
 
 /// Per-channel normalisation applied inside the attacked graph: the model sees `(x - mean) / std`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Normalization {
     pub mean: Vec<f64>,
     pub std: Vec<f64>,
 }
 
 /// A model card: the JSON file beside a TorchScript file.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ModelCard {
     pub name: String,
     pub task: Task,

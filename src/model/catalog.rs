@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock};
 use super::{ModelEntry, Repository};
 
 /// Where a model came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Origin {
     Shipped,

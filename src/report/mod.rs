@@ -9,7 +9,7 @@ use crate::model::Task;
 pub const REPORT_SCHEMA: u32 = 1;
 
 /// A share of n with its 95% confidence interval.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Proportion {
     pub value: f64,
     /// Wilson score interval, 95%.
@@ -43,14 +43,14 @@ pub fn wilson(count: usize, n: usize) -> [f64; 2] {
 }
 
 /// Points first broken by each attack of an ensemble.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AttackBreakdown {
     pub attack: String,
     pub broke: usize,
 }
 
 /// Aggregates over per-sample rows.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Summary {
     pub n: usize,
     /// Classification and binary models only.
@@ -114,7 +114,7 @@ impl Summary {
 }
 
 /// Everything an evaluation found: settings, versions, aggregates, per-sample rows, timings.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Report {
     pub schema: u32,
     pub model: String,

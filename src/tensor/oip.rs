@@ -7,7 +7,7 @@ use serde_json::Value;
 use super::{element_count, HostTensor, TensorError, Values};
 
 /// A tensor as the Open Inference Protocol writes it in JSON.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OipTensor {
     pub name: String,
     pub shape: Vec<i64>,
