@@ -10,11 +10,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::Notify;
 
-use crate::attack::{AttackPlan, SampleResult};
+use crate::attack::SampleResult;
 use crate::dataset::{Dataset, Datasets};
-use crate::engine::{concat, EngineError, Operation, Work, WorkInputs, WorkResult, WorkerPool};
+use crate::engine::{concat, EngineError, Work, WorkInputs, WorkResult, WorkerPool};
+use crate::evaluation::{output_probe, EvalSpec};
 use crate::model::Catalog;
-use crate::report::Report;
+use crate::report::{ExtraRuns, Report, ReportInputs, Timings};
 use crate::store::{now, ChunkRecord, JobRecord, Store, StoreError};
 use crate::tensor::{read_npy, write_npy, HostTensor};
 use crate::worker::protocol::ModelRef;
@@ -40,7 +41,9 @@ pub enum DataSource {
 /// A job as it is stored: everything needed to run it again after a restart.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JobSpec {
-    pub plan: AttackPlan,
+    /// The plan, its sweep, checks and gate.
+    #[serde(flatten)]
+    pub eval: EvalSpec,
     pub data: DataSource,
     pub chunk_size: usize,
     /// Index of the first sample in its data set (keys the random streams).
@@ -274,25 +277,33 @@ impl Jobs {
         progress.status = "running".to_owned();
         live.emit("running", progress_data(&progress));
 
+        let chunk_inputs = |start: usize, len: usize| {
+            let part = data.slice(start, len);
+            let offset = spec.sample_offset + start as u64;
+            WorkInputs {
+                x: part.x,
+                labels: Some(part.y),
+                targets: targets.as_ref().map(|t| crate::engine::rows(t, start, len)),
+                sample_ids: (offset..offset + len as u64).collect(),
+            }
+        };
         for chunk in 0..chunks {
             if finished.contains(&(chunk as i64)) {
                 continue;
             }
             let start = chunk * spec.chunk_size;
             let len = spec.chunk_size.min(n - start);
-            let part = data.slice(start, len);
-            let offset = spec.sample_offset + start as u64;
-            let work = Work {
-                model: model.clone(),
-                operation: Operation::Attack(spec.plan.clone()),
-                inputs: WorkInputs {
-                    x: part.x,
-                    labels: Some(part.y),
-                    targets: targets.as_ref().map(|t| crate::engine::rows(t, start, len)),
-                    sample_ids: (offset..offset + len as u64).collect(),
-                },
-            };
-            let (samples, adversarial) = self.run_chunk(work, live).await?;
+            let inputs = chunk_inputs(start, len);
+            // Every eps of a sweep; the last (largest) is the headline.
+            let mut per_eps: Vec<Vec<SampleResult>> = Vec::new();
+            let mut adversarial = None;
+            for (_, work) in spec.eval.attack_works(&model, &inputs) {
+                let (samples, adv) = self.run_chunk(work, live).await?;
+                per_eps.push(samples);
+                adversarial = Some(adv);
+            }
+            let adversarial = adversarial.expect("a plan runs at least once");
+            let samples = per_eps.last().expect("a plan runs at least once");
             let correct = samples
                 .iter()
                 .filter(|s| s.clean_correct == Some(true))
@@ -305,7 +316,7 @@ impl Jobs {
                 .map_err(StoreError::from)?;
             let record = ChunkRecord {
                 chunk: chunk as i64,
-                samples: serde_json::to_value(&samples).expect("rows serialise"),
+                samples: serde_json::to_value(&per_eps).expect("rows serialise"),
                 adversarial_sha256,
             };
             self.store
@@ -317,15 +328,25 @@ impl Jobs {
             live.emit("progress", progress_data(&progress));
         }
 
-        // Assemble the report from every chunk, in order.
+        // Assemble every eps's rows from every chunk, in order.
         let chunks = self.store.chunks(&record.id).await?;
-        let mut samples: Vec<SampleResult> = Vec::with_capacity(n);
+        let runs = spec.eval.runs();
+        let mut per_eps: Vec<Vec<SampleResult>> = vec![Vec::with_capacity(n); runs.len()];
         let mut parts = Vec::with_capacity(chunks.len());
         for chunk in &chunks {
-            samples.extend(
-                serde_json::from_value::<Vec<SampleResult>>(chunk.samples.clone())
-                    .map_err(StoreError::from)?,
-            );
+            let rows: Vec<Vec<SampleResult>> =
+                serde_json::from_value(chunk.samples.clone()).map_err(StoreError::from)?;
+            if rows.len() != runs.len() {
+                return Err(JobError::Data(format!(
+                    "chunk {} holds {} runs, the job has {}",
+                    chunk.chunk,
+                    rows.len(),
+                    runs.len()
+                )));
+            }
+            for (all, part) in per_eps.iter_mut().zip(rows) {
+                all.extend(part);
+            }
             let bytes = self
                 .store
                 .blobs
@@ -339,14 +360,63 @@ impl Jobs {
             .blobs
             .put(&write_npy(&adversarial))
             .map_err(StoreError::from)?;
-        let report = Report::new(
-            &model.name,
-            &model.sha256,
-            &spec.plan,
-            model.card.task,
-            samples,
-            started.elapsed().as_millis() as u64,
-        );
+        let attack_ms = started.elapsed().as_millis() as u64;
+
+        // The checks' probe and extra runs, on the first chunk's samples.
+        let checks_started = std::time::Instant::now();
+        let first = chunk_inputs(0, spec.chunk_size.min(n));
+        let works = spec
+            .eval
+            .check_works(&model, &first, &model.card, spec.chunk_size);
+        let probe = match self.run_work(works.probe, live).await? {
+            WorkResult::Output(output) => output_probe(&output),
+            _ => {
+                return Err(JobError::Data(
+                    "the worker answered a forward pass with no output".to_owned(),
+                ))
+            }
+        };
+        let extra = if spec.eval.thorough {
+            let mut extra = ExtraRuns {
+                n: works.n,
+                ..Default::default()
+            };
+            if let Some(work) = works.single_step {
+                extra.single_step = Some(self.run_chunk(work, live).await?.0);
+            }
+            if let Some(work) = works.noise {
+                extra.noise = Some(self.run_chunk(work, live).await?.0);
+            }
+            if let Some((eps, work)) = works.unbounded {
+                extra.unbounded = Some(self.run_chunk(work, live).await?.0);
+                extra.unbounded_eps = eps;
+            }
+            Some(extra)
+        } else {
+            None
+        };
+        let headline = runs
+            .last()
+            .map(|(_, p)| p.clone())
+            .expect("one run at least");
+        let report = Report::assemble(ReportInputs {
+            model: &model.name,
+            model_sha256: &model.sha256,
+            task: model.card.task,
+            num_classes: model.card.num_classes,
+            plan: &headline,
+            runs: runs.iter().map(|(eps, _)| *eps).zip(per_eps).collect(),
+            swept: spec.eval.swept(),
+            thorough: spec.eval.thorough,
+            probe: Some(&probe),
+            extra: extra.as_ref(),
+            gate: spec.eval.gate.as_ref(),
+            timings: Timings {
+                attack_ms,
+                checks_ms: checks_started.elapsed().as_millis() as u64,
+                total_ms: started.elapsed().as_millis() as u64,
+            },
+        });
         let report = serde_json::to_value(&report).expect("reports serialise");
         self.store
             .finish_job(&record.id, &report, &adversarial_sha256)
@@ -361,21 +431,25 @@ impl Jobs {
         work: Work,
         live: &LiveJob,
     ) -> Result<(Vec<SampleResult>, HostTensor), JobError> {
+        match self.run_work(work, live).await? {
+            WorkResult::Attacked {
+                samples,
+                adversarial,
+            } => Ok((samples, adversarial)),
+            _ => Err(JobError::Data(
+                "the worker answered with no attack result".to_owned(),
+            )),
+        }
+    }
+
+    async fn run_work(&self, work: Work, live: &LiveJob) -> Result<WorkResult, JobError> {
         loop {
             let submitted = tokio::select! {
                 result = self.pool.submit(work.clone()) => result,
                 _ = live.cancelled() => return Err(JobError::Cancelled),
             };
             match submitted {
-                Ok(WorkResult::Attacked {
-                    samples,
-                    adversarial,
-                }) => return Ok((samples, adversarial)),
-                Ok(_) => {
-                    return Err(JobError::Data(
-                        "the worker answered with no attack result".to_owned(),
-                    ))
-                }
+                Ok(result) => return Ok(result),
                 Err(EngineError::QueueFull(_)) => {
                     tokio::select! {
                         _ = tokio::time::sleep(Duration::from_millis(200)) => {}

@@ -5,9 +5,11 @@
 
 pub mod api;
 pub mod attack;
+pub mod ci;
 pub mod config;
 pub mod dataset;
 pub mod engine;
+pub mod evaluation;
 pub mod jobs;
 pub mod model;
 pub mod report;

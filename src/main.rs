@@ -1,4 +1,5 @@
-//! The `robustd` command: `serve` runs the API, `worker` is the child process `serve` starts.
+//! The `robustd` command: `serve` runs the API, `gate` is the CI client, `worker` is the child
+//! process `serve` starts.
 
 use std::process::ExitCode;
 
@@ -29,6 +30,8 @@ struct Cli {
 enum Command {
     /// Start the HTTP server and its worker processes.
     Serve(ServeConfig),
+    /// Evaluate a model on a server and pass or fail a CI gate (exit 0 pass, 1 fail, 2 error).
+    Gate(Box<robustd::ci::GateArgs>),
     /// Print the OpenAPI document.
     Openapi,
     /// Drop old adversarial examples from the store; reports stay.
@@ -57,6 +60,9 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Gate(args) = cli.command {
+        return ExitCode::from(robustd::ci::run(*args));
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
@@ -67,6 +73,7 @@ fn main() -> ExitCode {
 
     let result = match cli.command {
         Command::Serve(config) => serve(config),
+        Command::Gate(_) => unreachable!("handled above"),
         Command::Openapi => {
             print!("{}", api::openapi::document());
             Ok(())

@@ -3,11 +3,13 @@
 //!
 //! Inputs by name: `input` (the samples, in the card's domain), `label` (class indices, or FP32
 //! targets [n, k] for regression) and optionally `target` (classes for a targeted attack); JSON
-//! data or binary data. Parameters, flat for one attack: `attack` (fgsm, pgd, apgd), `norm`,
-//! `eps`, `steps`, `step_size`, `random_start`, `restarts`, `loss`, `targeted`,
+//! data or binary data. Parameters, flat for one attack: `attack` (fgsm, pgd, apgd, noise),
+//! `norm`, `eps`, `steps`, `step_size`, `random_start`, `restarts`, `loss`, `targeted`,
 //! `target_classes`; or `attacks`, a list of such objects (with `method` for `attack`), run as
-//! an ensemble. Beside them: `objective` (accuracy, loss), `seed`, and `sample_offset` (the index
-//! of the first sample in its data set, which keys the random streams).
+//! an ensemble. `eps` may be a list: a sweep, one run per eps (for every attack of an
+//! ensemble). Beside them: `objective` (accuracy, loss), `seed`, `sample_offset` (the index of
+//! the first sample in its data set, which keys the random streams), `thorough` (also run the
+//! sanity checks that cost extra attack runs) and `gate` (thresholds the report is judged by).
 
 use axum::extract::{Path, State};
 use axum::response::Response;
@@ -19,10 +21,13 @@ use super::infer::RequestedOutput;
 use super::models::model_ref;
 use super::oip::{decode_tensors, wants_binary, OipBody, OipOutputs};
 use super::{validate, ApiError, AppState};
-use crate::attack::{AttackPlan, AttackSettings, Objective};
-use crate::engine::{Operation, Work, WorkInputs, WorkResult};
+use futures_util::future::join_all;
+
+use crate::attack::{AttackPlan, AttackSettings, Objective, SampleResult};
+use crate::engine::{Work, WorkInputs, WorkResult};
+use crate::evaluation::{output_probe, EvalSpec, MAX_SWEEP};
 use crate::model::{ModelCard, Task};
-use crate::report::Report;
+use crate::report::{Baseline, ExtraRuns, Gate, Report, ReportInputs, Timings};
 use crate::tensor::{HostTensor, OipTensor};
 
 pub const ADVERSARIAL_NAME: &str = "adversarial";
@@ -64,39 +69,93 @@ pub async fn attack(
         .parameters
         .remove("binary_data_output")
         .and_then(|v| v.as_bool());
-    let (plan, offset) = plan_from(&request.parameters, card)?;
+    let (mut spec, offset) = plan_from(&request.parameters, card)?;
+    resolve_baseline(&state, &mut spec).await?;
     let decoded = decode_tensors(&request.inputs, &binary)?;
     let named: Vec<(&OipTensor, HostTensor)> = request.inputs.iter().zip(decoded).collect();
     let inputs = tensors_from(named, card, state.config.max_batch_size, offset)?;
     let adversarial_output = adversarial_wanted(&request, binary_output)?;
     let n = inputs.sample_ids.len();
+    let model = model_ref(&entry);
 
+    // Every eps of a sweep at once: with several workers they run side by side.
     let started = std::time::Instant::now();
-    let work = Work {
-        model: model_ref(&entry),
-        operation: Operation::Attack(plan.clone()),
-        inputs,
+    let runs = spec.attack_works(&model, &inputs);
+    let results = join_all(runs.into_iter().map(|(eps, work)| {
+        let pool = state.pool.clone();
+        async move { (eps, pool.submit(work).await) }
+    }))
+    .await;
+    let mut per_eps = Vec::with_capacity(results.len());
+    let mut adversarial = None;
+    for (eps, result) in results {
+        let (samples, adv) = attacked(result?)?;
+        per_eps.push((eps, samples));
+        adversarial = Some(adv);
+    }
+    let adversarial = adversarial.expect("a plan runs at least once");
+    let attack_ms = started.elapsed().as_millis() as u64;
+
+    let checks_started = std::time::Instant::now();
+    let works = spec.check_works(&model, &inputs, card, state.config.max_batch_size);
+    let pool = &state.pool;
+    let extra_run = |work: Option<Work>| async move {
+        match work {
+            None => Ok(None),
+            Some(work) => attacked(pool.submit(work).await?).map(|(rows, _)| Some(rows)),
+        }
     };
-    let WorkResult::Attacked {
-        samples,
-        adversarial,
-    } = state.pool.submit(work).await?
-    else {
-        return Err(ApiError::Internal(
-            "the worker answered an attack with no result".to_owned(),
-        ));
+    let unbounded_eps = works.unbounded.as_ref().map_or(0.0, |(eps, _)| *eps);
+    let (probe, single_step, noise, unbounded) = tokio::join!(
+        pool.submit(works.probe),
+        extra_run(works.single_step),
+        extra_run(works.noise),
+        extra_run(works.unbounded.map(|(_, w)| w)),
+    );
+    let probe = match probe? {
+        WorkResult::Output(output) => output_probe(&output),
+        _ => {
+            return Err(ApiError::Internal(
+                "the worker answered a forward pass with no output".to_owned(),
+            ))
+        }
     };
+    let extra = spec.thorough.then(|| -> Result<ExtraRuns, ApiError> {
+        Ok(ExtraRuns {
+            n: works.n,
+            single_step: single_step?,
+            noise: noise?,
+            unbounded: unbounded?,
+            unbounded_eps,
+        })
+    });
+    let extra = extra.transpose()?;
     let elapsed = started.elapsed();
     super::record_on_span(&name, n as i64, elapsed);
 
-    let report = Report::new(
-        &name,
-        &entry.sha256,
-        &plan,
-        card.task,
-        samples,
-        elapsed.as_millis() as u64,
-    );
+    let headline = spec
+        .runs()
+        .pop()
+        .map(|(_, p)| p)
+        .unwrap_or(spec.plan.clone());
+    let report = Report::assemble(ReportInputs {
+        model: &name,
+        model_sha256: &entry.sha256,
+        task: card.task,
+        num_classes: card.num_classes,
+        plan: &headline,
+        runs: per_eps,
+        swept: spec.swept(),
+        thorough: spec.thorough,
+        probe: Some(&probe),
+        extra: extra.as_ref(),
+        gate: spec.gate.as_ref(),
+        timings: Timings {
+            attack_ms,
+            checks_ms: checks_started.elapsed().as_millis() as u64,
+            total_ms: elapsed.as_millis() as u64,
+        },
+    });
     let mut outputs = OipOutputs::default();
     if let Some(binary) = adversarial_output {
         outputs.push(ADVERSARIAL_NAME, &adversarial, binary);
@@ -111,11 +170,13 @@ pub async fn attack(
     Ok(outputs.respond(&body))
 }
 
-/// The attack plan and the sample offset from a request's parameters.
+/// The evaluation settings and the sample offset from a request's parameters: the attack (flat)
+/// or `attacks` (an ensemble), `eps` as a number or a list (a sweep, which then applies to
+/// every attack), `objective`, `seed`, `sample_offset`, `thorough` and `gate`.
 pub fn plan_from(
     parameters: &Map<String, Value>,
     card: &ModelCard,
-) -> Result<(AttackPlan, u64), ApiError> {
+) -> Result<(EvalSpec, u64), ApiError> {
     let mut rest = parameters.clone();
     let invalid =
         |field: &str, e: serde_json::Error| ApiError::Invalid(format!("parameters.{field}: {e}"));
@@ -131,6 +192,46 @@ pub fn plan_from(
         Some(v) => serde_json::from_value(v).map_err(|e| invalid("sample_offset", e))?,
         None => 0,
     };
+    let thorough: bool = match rest.remove("thorough") {
+        Some(v) => serde_json::from_value(v).map_err(|e| invalid("thorough", e))?,
+        None => false,
+    };
+    let gate: Option<Gate> = match rest.remove("gate") {
+        Some(v) => Some(serde_json::from_value(v).map_err(|e| invalid("gate", e))?),
+        None => None,
+    };
+    if let Some(gate) = &gate {
+        gate.validate(card.task)
+            .map_err(|m| ApiError::Invalid(format!("parameters.{m}")))?;
+    }
+    // eps: a number, or a list for a sweep.
+    let mut sweep: Vec<f64> = Vec::new();
+    let mut eps: Option<Value> = None;
+    match rest.remove("eps") {
+        None => {}
+        Some(Value::Array(list)) => {
+            if list.is_empty() || list.len() > MAX_SWEEP {
+                return Err(ApiError::Invalid(format!(
+                    "parameters.eps: a sweep lists 1 to {MAX_SWEEP} values, got {}",
+                    list.len()
+                )));
+            }
+            for (i, v) in list.iter().enumerate() {
+                match v.as_f64() {
+                    Some(x) if x.is_finite() && x >= 0.0 => sweep.push(x),
+                    _ => {
+                        return Err(ApiError::Invalid(format!(
+                            "parameters.eps[{i}]: must be a finite number >= 0, got {v}"
+                        )))
+                    }
+                }
+            }
+            sweep.sort_by(f64::total_cmp);
+            sweep.dedup();
+            eps = sweep.last().map(|&x| Value::from(x));
+        }
+        Some(v) => eps = Some(v),
+    }
 
     let (attacks, flat) = match rest.remove("attacks") {
         Some(list) => {
@@ -139,17 +240,36 @@ pub fn plan_from(
                     "parameters.{key}: give the attack settings flat or inside attacks, not both"
                 )));
             }
+            let mut list = match list {
+                Value::Array(list) => list,
+                other => {
+                    return Err(ApiError::Invalid(format!(
+                        "parameters.attacks: must be a list of attacks, got {other}"
+                    )))
+                }
+            };
+            // A top-level eps (or sweep) applies to every attack of the ensemble.
+            if let Some(eps) = &eps {
+                for attack in list.iter_mut() {
+                    if let Value::Object(map) = attack {
+                        map.insert("eps".to_owned(), eps.clone());
+                    }
+                }
+            }
             let list: Vec<AttackSettings> =
-                serde_json::from_value(list).map_err(|e| invalid("attacks", e))?;
+                serde_json::from_value(Value::Array(list)).map_err(|e| invalid("attacks", e))?;
             (list, false)
         }
         None => {
             let Some(method) = rest.remove("attack") else {
                 return Err(ApiError::Invalid(
-                    "parameters.attack: required, one of fgsm, pgd, apgd".to_owned(),
+                    "parameters.attack: required, one of fgsm, pgd, apgd, noise".to_owned(),
                 ));
             };
             rest.insert("method".to_owned(), method);
+            if let Some(eps) = eps {
+                rest.insert("eps".to_owned(), eps);
+            }
             let settings: AttackSettings =
                 serde_json::from_value(Value::Object(rest)).map_err(|e| {
                     ApiError::Invalid(format!(
@@ -175,7 +295,37 @@ pub fn plan_from(
             };
             ApiError::Invalid(format!("parameters.{message}"))
         })?;
-    Ok((plan, offset))
+    let spec = EvalSpec {
+        plan,
+        sweep,
+        thorough,
+        gate,
+    };
+    Ok((spec, offset))
+}
+
+/// Fetches the figures of a gate's baseline named by evaluation id.
+pub async fn resolve_baseline(state: &AppState, spec: &mut EvalSpec) -> Result<(), ApiError> {
+    let Some(baseline) = spec.gate.as_mut().and_then(|g| g.baseline.as_mut()) else {
+        return Ok(());
+    };
+    let Some(id) = baseline.unresolved().map(str::to_owned) else {
+        return Ok(());
+    };
+    let job = state.store.job(&id).await?.ok_or_else(|| {
+        ApiError::Invalid(format!(
+            "parameters.gate.baseline: evaluation {id:?} does not exist"
+        ))
+    })?;
+    let report = job.report.as_ref().ok_or_else(|| {
+        ApiError::Invalid(format!(
+            "parameters.gate.baseline: evaluation {id:?} is {}, it has no report",
+            job.status
+        ))
+    })?;
+    *baseline = Baseline::from_report(report, Some(id))
+        .map_err(|m| ApiError::Invalid(format!("parameters.gate.baseline: {m}")))?;
+    Ok(())
 }
 
 /// The request's tensors by name (`input`, `label`, `target`), checked against the card.
@@ -242,6 +392,19 @@ pub fn tensors_from(
         targets,
         sample_ids,
     })
+}
+
+/// The rows and examples of an attack's result.
+pub fn attacked(result: WorkResult) -> Result<(Vec<SampleResult>, HostTensor), ApiError> {
+    match result {
+        WorkResult::Attacked {
+            samples,
+            adversarial,
+        } => Ok((samples, adversarial)),
+        _ => Err(ApiError::Internal(
+            "the worker answered an attack with no result".to_owned(),
+        )),
+    }
 }
 
 /// Whether the adversarial examples were asked for, and if so whether as binary data.

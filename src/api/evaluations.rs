@@ -16,7 +16,7 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::attack::{plan_from, tensors_from};
+use super::attack::{plan_from, resolve_baseline, tensors_from};
 use super::error::ErrorBody;
 use super::models::model_ref;
 use super::oip::{decode_tensors, OipBody};
@@ -65,7 +65,8 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let entry = state.servable(&request.model)?;
     let card = &entry.card;
-    let (plan, offset) = plan_from(&request.parameters, card)?;
+    let (mut eval, offset) = plan_from(&request.parameters, card)?;
+    resolve_baseline(&state, &mut eval).await?;
     let max = state.config.max_batch_size;
     let chunk_size = match request.chunk_size {
         None => max,
@@ -134,7 +135,7 @@ pub async fn create(
     };
 
     let spec = JobSpec {
-        plan,
+        eval,
         data,
         chunk_size,
         sample_offset: offset,

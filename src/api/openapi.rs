@@ -19,7 +19,11 @@ use super::{attack, datasets, evaluations, health, infer, models, repository};
             (Linf) or alpha grad / ||grad|| (L2), projects onto the eps-ball and clips, as \
             torchattacks' PGD and PGDL2; APGD follows Croce and Hein (2020); an ensemble keeps \
             each sample's first breaking example; random starts depend only on (seed, sample \
-            index, attack, restart).",
+            index, attack, restart).\n\nEvery report carries its schema version, the settings, \
+            robust accuracy with a 95% Wilson interval, sanity checks (pass, warn, fail or \
+            skipped) and, when the request's `parameters.gate` (schema `Gate`) sets thresholds, \
+            the verdict. `parameters.eps` may be a list: a sweep, judged at its largest eps; \
+            `parameters.thorough` adds the checks that cost extra attack runs.",
         license(name = "Apache-2.0")
     ),
     paths(
@@ -30,7 +34,7 @@ use super::{attack, datasets, evaluations, health, infer, models, repository};
         evaluations::create, evaluations::list, evaluations::status, evaluations::cancel,
         evaluations::events, evaluations::adversarial_npy, evaluations::adversarial_safetensors,
     ),
-    components(schemas(ErrorBody)),
+    components(schemas(ErrorBody, crate::report::Gate, crate::report::Report)),
     tags(
         (name = "health", description = "Server health and metadata"),
         (name = "models", description = "Model metadata and readiness"),

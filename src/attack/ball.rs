@@ -99,6 +99,24 @@ impl Ball {
         };
         self.clip(&clean.f_add(&delta.f_to_kind(Kind::Float)?)?)
     }
+
+    /// A random point on the ball's surface, from the same `noise` as `random_start`: random
+    /// signs times eps (Linf), or a random direction of norm eps (L2); then clipped.
+    pub fn random_surface(&self, clean: &Tensor, noise: &Tensor) -> Result<Tensor, tch::TchError> {
+        let delta = match self.norm {
+            Norm::Linf => noise
+                .f_reshape(clean.size())?
+                .f_sub_scalar(0.5)?
+                .f_sign()?
+                .f_mul_scalar(self.eps)?,
+            Norm::L2 => {
+                let columns = noise.size()[1];
+                let normal = noise.f_narrow(1, 0, columns - 1)?.f_reshape(clean.size())?;
+                normal.f_div(&l2_norms(&normal)?)?.f_mul_scalar(self.eps)?
+            }
+        };
+        self.clip(&clean.f_add(&delta.f_to_kind(Kind::Float)?)?)
+    }
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! FGSM and PGD: fixed-size steps along the sign (Linf) or direction (L2) of the gradient, each
+//! FGSM, PGD and the noise baseline (PGD's start without steps): fixed-size steps along the sign (Linf) or direction (L2) of the gradient, each
 //! followed by projection onto the ball and clipping to the domain (torchattacks' FGSM, PGD and
 //! PGDL2, step for step).
 
@@ -29,7 +29,10 @@ pub fn run(
     };
 
     let random_start = settings.method == Method::Pgd && settings.random_start;
-    let mut adv = if random_start {
+    let mut adv = if settings.method == Method::Noise {
+        let noise = ctx.start_noise(&rows.ids, settings.norm, attack as u64, restart)?;
+        ball.random_surface(&rows.clean, &noise)?
+    } else if random_start {
         let noise = ctx.start_noise(&rows.ids, settings.norm, attack as u64, restart)?;
         ball.random_start(&rows.clean, &noise)?
     } else {

@@ -164,7 +164,7 @@ pub fn evaluate(
                 let stream = (round as u64) * u64::from(settings.restarts) + u64::from(restart);
                 let targets = targets.as_ref();
                 match settings.method {
-                    Method::Fgsm | Method::Pgd => {
+                    Method::Fgsm | Method::Pgd | Method::Noise => {
                         pgd::run(&ctx, a, settings, goal_loss, targets, stream, &mut tracker)?
                     }
                     Method::Apgd => {

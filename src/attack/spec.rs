@@ -16,6 +16,10 @@ pub enum Method {
     Pgd,
     /// Auto-PGD (Croce and Hein, 2020): step-size halving at checkpoints, momentum 0.75.
     Apgd,
+    /// No gradient: a random perturbation of full size eps (random signs times eps for Linf, a
+    /// random direction of norm eps for L2), one draw per restart. A baseline any gradient attack
+    /// must beat.
+    Noise,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -146,6 +150,7 @@ impl AttackSettings {
             (Method::Pgd, true) => "pgd-t",
             (Method::Apgd, false) => "apgd",
             (Method::Apgd, true) => "apgd-t",
+            (Method::Noise, _) => "noise",
         };
         let norm = match self.norm {
             Norm::Linf => "linf",
@@ -158,19 +163,19 @@ impl AttackSettings {
         self.loss.unwrap_or(LossKind::task_default(task))
     }
 
-    /// Steps the attack takes, FGSM always one.
+    /// Steps the attack takes: FGSM always one, noise none.
     pub fn step_count(&self) -> u32 {
-        if self.method == Method::Fgsm {
-            1
-        } else {
-            self.steps
+        match self.method {
+            Method::Fgsm => 1,
+            Method::Noise => 0,
+            _ => self.steps,
         }
     }
 
     /// The PGD step size (FGSM: eps).
     pub fn pgd_step_size(&self) -> f64 {
         match self.method {
-            Method::Fgsm => self.eps,
+            Method::Fgsm | Method::Noise => self.eps,
             _ => self
                 .step_size
                 .unwrap_or(2.5 * self.eps / f64::from(self.steps.max(1))),
@@ -190,7 +195,7 @@ impl AttackSettings {
                 self.eps
             ));
         }
-        if self.method != Method::Fgsm && self.steps == 0 {
+        if matches!(self.method, Method::Pgd | Method::Apgd) && self.steps == 0 {
             return Err(format!("{field}.steps: must be at least 1, got 0"));
         }
         if self.steps > 100_000 {
@@ -233,6 +238,9 @@ impl AttackSettings {
                 "{field}.loss: a {task:?} model takes {allowed}, got {}",
                 loss.name()
             ));
+        }
+        if self.targeted && self.method == Method::Noise {
+            return Err(format!("{field}.targeted: noise has no target"));
         }
         if self.targeted && task != Task::Classification {
             return Err(format!(

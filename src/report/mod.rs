@@ -1,12 +1,17 @@
 //! Reports: what an evaluation found, with its uncertainty, assembled from per-sample rows.
 
+pub mod checks;
+pub mod gate;
+
 use serde::{Deserialize, Serialize};
 
 use crate::attack::{AttackPlan, SampleResult};
 use crate::model::Task;
+pub use checks::{Check, CheckStatus, ExtraRuns, OutputProbe};
+pub use gate::{Baseline, Gate, Verdict};
 
 /// Version of the report's JSON shape.
-pub const REPORT_SCHEMA: u32 = 1;
+pub const REPORT_SCHEMA: u32 = 2;
 
 /// A share of n with its 95% confidence interval.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -113,39 +118,110 @@ impl Summary {
     }
 }
 
-/// Everything an evaluation found: settings, versions, aggregates, per-sample rows, timings.
+/// One eps of a sweep.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SweepRow {
+    pub eps: f64,
+    pub summary: Summary,
+}
+
+/// Where the time went, in milliseconds.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Timings {
+    /// The attacks of the plan (every eps of a sweep).
+    pub attack_ms: u64,
+    /// Forward-pass probes and the extra runs of `thorough` checks.
+    pub checks_ms: u64,
+    pub total_ms: u64,
+}
+
+/// Everything an evaluation found: settings, versions, aggregates with their intervals, sanity
+/// checks, the gate's verdict, per-sample rows and timings. `summary` and `samples` belong to
+/// the plan's eps, or to the largest eps of a sweep; `sweep` has one row per eps.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Report {
     pub schema: u32,
     pub model: String,
     pub model_sha256: String,
     pub plan: AttackPlan,
+    /// Every eps the plan ran at, ascending, when it was a sweep.
+    pub sweep: Vec<SweepRow>,
+    pub thorough: bool,
     pub robustd_version: String,
     pub libtorch_version: String,
     pub summary: Summary,
+    pub checks: Vec<Check>,
+    /// Present when the request set a gate.
+    pub gate: Option<Verdict>,
     pub samples: Vec<SampleResult>,
-    pub compute_ms: u64,
+    pub timings: Timings,
+}
+
+/// What a report is assembled from.
+pub struct ReportInputs<'a> {
+    pub model: &'a str,
+    pub model_sha256: &'a str,
+    pub task: Task,
+    pub num_classes: Option<i64>,
+    /// The plan at its headline eps.
+    pub plan: &'a AttackPlan,
+    /// (eps, rows) per eps of a sweep, ascending; one entry without a sweep.
+    pub runs: Vec<(f64, Vec<SampleResult>)>,
+    pub swept: bool,
+    pub thorough: bool,
+    pub probe: Option<&'a OutputProbe>,
+    pub extra: Option<&'a ExtraRuns>,
+    pub gate: Option<&'a Gate>,
+    pub timings: Timings,
 }
 
 impl Report {
-    pub fn new(
-        model: &str,
-        model_sha256: &str,
-        plan: &AttackPlan,
-        task: Task,
-        samples: Vec<SampleResult>,
-        compute_ms: u64,
-    ) -> Self {
+    pub fn assemble(mut inputs: ReportInputs) -> Self {
+        let (task, plan) = (inputs.task, inputs.plan);
+        let sweep: Vec<SweepRow> = if inputs.swept {
+            inputs
+                .runs
+                .iter()
+                .map(|(eps, rows)| SweepRow {
+                    eps: *eps,
+                    summary: Summary::of(rows, plan, task),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let sweep_samples: Vec<Vec<SampleResult>> = if inputs.swept {
+            inputs.runs.iter().map(|(_, rows)| rows.clone()).collect()
+        } else {
+            Vec::new()
+        };
+        let samples = inputs.runs.pop().map(|(_, rows)| rows).unwrap_or_default();
+        let summary = Summary::of(&samples, plan, task);
+        let checks = checks::run_all(&checks::CheckInputs {
+            task,
+            num_classes: inputs.num_classes,
+            samples: &samples,
+            summary: &summary,
+            sweep: &sweep,
+            sweep_samples: &sweep_samples,
+            probe: inputs.probe,
+            extra: inputs.extra,
+        });
+        let gate = inputs.gate.map(|g| g.decide(&summary, &checks));
         Self {
             schema: REPORT_SCHEMA,
-            model: model.to_owned(),
-            model_sha256: model_sha256.to_owned(),
+            model: inputs.model.to_owned(),
+            model_sha256: inputs.model_sha256.to_owned(),
             plan: plan.clone(),
+            sweep,
+            thorough: inputs.thorough,
             robustd_version: env!("CARGO_PKG_VERSION").to_owned(),
             libtorch_version: LIBTORCH_VERSION.to_owned(),
-            summary: Summary::of(&samples, plan, task),
+            summary,
+            checks,
+            gate,
             samples,
-            compute_ms,
+            timings: inputs.timings,
         }
     }
 }
@@ -169,5 +245,19 @@ mod tests {
         );
         assert!(close(wilson(0, 10), [0.0, 0.2775]), "{:?}", wilson(0, 10));
         assert!(close(wilson(10, 10), [0.7225, 1.0]), "{:?}", wilson(10, 10));
+        // Newcombe (1998), Statistics in Medicine 17, table I, method 3 (Wilson score).
+        for (count, n, expected) in [
+            (81, 263, [0.2553, 0.3662]),
+            (15, 148, [0.0624, 0.1605]),
+            (0, 20, [0.0, 0.1611]),
+            (1, 29, [0.0061, 0.1718]),
+            (29, 29, [0.8830, 1.0]),
+        ] {
+            let got = wilson(count, n);
+            assert!(close(got, expected), "{count}/{n}: {got:?}");
+        }
+        assert_eq!(wilson(0, 0), [0.0, 1.0]);
+        let p = Proportion::new(81, 263);
+        assert!((p.value - 0.30798).abs() < 1e-5 && p.ci95[0] < p.value && p.value < p.ci95[1]);
     }
 }
