@@ -22,6 +22,8 @@ COPY --from=build /src/target/release/robustd /usr/local/bin/robustd
 COPY models /srv/robustd/models
 WORKDIR /srv/robustd
 EXPOSE 8000
-ENV ROBUSTD_HOST=0.0.0.0 ROBUSTD_MODELS=/srv/robustd/models
+# On 0.0.0.0 the server needs tokens (ROBUSTD_TOKENS or a mounted ROBUSTD_TOKENS_FILE); it
+# refuses to start without them rather than open every route to the network.
+ENV ROBUSTD_HOST=0.0.0.0 ROBUSTD_MODELS=/srv/robustd/models ROBUSTD_DATA_DIR=/srv/robustd/data
 ENTRYPOINT ["robustd"]
 CMD ["serve"]

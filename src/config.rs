@@ -27,10 +27,24 @@ pub struct ServeConfig {
     #[arg(long, env = "ROBUSTD_DATA_DIR", default_value = "data")]
     pub data_dir: PathBuf,
 
-    /// Token that admin actions (model upload, unload, removal) must carry as
-    /// `Authorization: Bearer <token>`; unset, admin actions are open.
+    /// A file of bearer tokens, one `scope:token` a line (scope `read` or `admin`; `#` starts
+    /// a comment). With any token configured, every route but health and the docs needs one.
+    #[arg(long, env = "ROBUSTD_TOKENS_FILE")]
+    pub tokens_file: Option<PathBuf>,
+
+    /// Bearer tokens as `scope:token` entries separated by commas (prefer the file or the
+    /// environment: a flag shows in the process list).
+    #[arg(long, env = "ROBUSTD_TOKENS", hide_env_values = true)]
+    pub tokens: Option<String>,
+
+    /// One admin token, beside any others.
     #[arg(long, env = "ROBUSTD_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+
+    /// Listen on a non-loopback address with no token configured (every route open to the
+    /// network); without it such a start is refused.
+    #[arg(long, env = "ROBUSTD_ALLOW_UNAUTHENTICATED")]
+    pub allow_unauthenticated: bool,
 
     /// Devices to start workers on, comma separated: `cpu`, `cuda:0`, `cuda:0,cuda:1`.
     #[arg(
@@ -78,9 +92,65 @@ pub struct ServeConfig {
     #[arg(long, env = "ROBUSTD_WORKER_MEMORY_MB", default_value_t = 8192)]
     pub worker_memory_mb: u64,
 
-    /// Request bodies larger than this many bytes are refused.
+    /// Request bodies larger than this many bytes are refused (uploads have their own limit).
     #[arg(long, env = "ROBUSTD_MAX_BODY_BYTES", default_value_t = 64 << 20)]
     pub max_body_bytes: usize,
+
+    #[command(flatten)]
+    pub limits: Limits,
+}
+
+/// Limits on what one request or job may ask for, each refused with a message that names the
+/// field and the limit.
+#[derive(Debug, Clone, Args)]
+pub struct Limits {
+    /// Bytes of one uploaded model file or data set, at most.
+    #[arg(long, env = "ROBUSTD_MAX_UPLOAD_BYTES", default_value_t = 1 << 30)]
+    pub max_upload_bytes: u64,
+
+    /// Dimensions of a request tensor, at most.
+    #[arg(long, env = "ROBUSTD_MAX_TENSOR_RANK", default_value_t = 8)]
+    pub max_tensor_rank: usize,
+
+    /// Tensor elements in one request, all tensors together, at most.
+    #[arg(long, env = "ROBUSTD_MAX_ELEMENTS", default_value_t = 1 << 24)]
+    pub max_elements: usize,
+
+    /// Samples in one evaluation job, at most.
+    #[arg(long, env = "ROBUSTD_MAX_JOB_SAMPLES", default_value_t = 100_000)]
+    pub max_job_samples: usize,
+
+    /// Gradient steps of one attack, at most.
+    #[arg(long, env = "ROBUSTD_MAX_STEPS", default_value_t = 10_000)]
+    pub max_steps: u32,
+
+    /// Random restarts of one attack, at most.
+    #[arg(long, env = "ROBUSTD_MAX_RESTARTS", default_value_t = 100)]
+    pub max_restarts: u32,
+
+    /// Evaluation jobs one token may have queued or running at once; more are answered 429.
+    #[arg(long, env = "ROBUSTD_MAX_JOBS_PER_TOKEN", default_value_t = 4)]
+    pub max_jobs_per_token: usize,
+
+    /// Seconds a request may take before it is answered 504 and its work dropped (event
+    /// streams and uploads excepted).
+    #[arg(long, env = "ROBUSTD_REQUEST_TIMEOUT_S", default_value_t = 300)]
+    pub request_timeout_s: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_upload_bytes: 1 << 30,
+            max_tensor_rank: 8,
+            max_elements: 1 << 24,
+            max_job_samples: 100_000,
+            max_steps: 10_000,
+            max_restarts: 100,
+            max_jobs_per_token: 4,
+            request_timeout_s: 300,
+        }
+    }
 }
 
 impl ServeConfig {

@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
-use robustd::api::{self, AppState};
+use robustd::api::{self, AppState, Tokens};
 use robustd::config::ServeConfig;
 use robustd::dataset::Datasets;
 use robustd::engine::WorkerPool;
@@ -103,6 +103,13 @@ fn main() -> ExitCode {
 }
 
 fn serve(config: ServeConfig) -> anyhow::Result<()> {
+    let tokens = Tokens::from_settings(
+        config.tokens_file.as_deref(),
+        config.tokens.as_deref(),
+        config.admin_token.as_deref(),
+    )
+    .map_err(anyhow::Error::msg)?;
+    let open_to_network = check_exposure(&config, &tokens)?;
     let repository = Repository::scan(&config.models)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
@@ -127,8 +134,17 @@ fn serve(config: ServeConfig) -> anyhow::Result<()> {
             data = %config.data_dir.display(),
             "robustd listening"
         );
+        if open_to_network {
+            tracing::warn!(
+                %address,
+                "no tokens and a non-loopback address (--allow-unauthenticated): anyone who can \
+                 reach it may upload models and run work"
+            );
+        } else if tokens.is_empty() {
+            tracing::info!("no tokens configured: every route is open to callers on this machine");
+        }
 
-        let state = AppState::new(config, catalog, store, datasets, pool.clone());
+        let state = AppState::new(config, tokens, catalog, store, datasets, pool.clone());
         let resumed = state
             .jobs
             .resume_unfinished()
@@ -148,6 +164,22 @@ fn serve(config: ServeConfig) -> anyhow::Result<()> {
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+/// Refuses to open every route to the network: a non-loopback address needs tokens, or the
+/// explicit `--allow-unauthenticated`. True when the server will be open to the network.
+fn check_exposure(config: &ServeConfig, tokens: &Tokens) -> anyhow::Result<bool> {
+    if !tokens.is_empty() || config.host.is_loopback() {
+        return Ok(false);
+    }
+    anyhow::ensure!(
+        config.allow_unauthenticated,
+        "refusing to listen on {} without tokens: every route would be open to the network; \
+         give tokens (--tokens-file, ROBUSTD_TOKENS or --admin-token) or pass \
+         --allow-unauthenticated",
+        config.host
+    );
+    Ok(true)
 }
 
 fn prune(

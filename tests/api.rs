@@ -555,9 +555,11 @@ async fn data_sets_upload_as_safetensors_or_npy_and_evaluate_by_name() {
     assert_eq!(shipped.status(), 409);
 }
 
+const ADMIN: &str = "admin-token-for-the-upload-test";
+
 #[tokio::test(flavor = "multi_thread")]
 async fn models_upload_through_triton_load_or_a_raw_stream_and_only_with_the_admin_token() {
-    let server = TestServer::start(&["--admin-token", "s3cret"]).await;
+    let server = TestServer::start(&["--admin-token", ADMIN]).await;
     let client = reqwest::Client::new();
     let models = common::repo_root().join("models");
     let file = std::fs::read(models.join("digits_cnn_at.pt")).unwrap();
@@ -577,7 +579,7 @@ async fn models_upload_through_triton_load_or_a_raw_stream_and_only_with_the_adm
     assert_eq!(refused.status(), 401);
     let response = client
         .post(&url)
-        .bearer_auth("s3cret")
+        .bearer_auth(ADMIN)
         .json(&load)
         .send()
         .await
@@ -588,7 +590,7 @@ async fn models_upload_through_triton_load_or_a_raw_stream_and_only_with_the_adm
     card["name"] = json!("streamed");
     let response = client
         .put(server.url("/v2/repository/models/streamed"))
-        .bearer_auth("s3cret")
+        .bearer_auth(ADMIN)
         .header("Model-Card", card.to_string())
         .body(file.clone())
         .send()
@@ -601,6 +603,7 @@ async fn models_upload_through_triton_load_or_a_raw_stream_and_only_with_the_adm
     // Same file twice, stored once; both serve the same answers as the shipped original.
     let index: Value = client
         .post(server.url("/v2/repository/index"))
+        .bearer_auth(ADMIN)
         .send()
         .await
         .unwrap()
@@ -621,6 +624,7 @@ async fn models_upload_through_triton_load_or_a_raw_stream_and_only_with_the_adm
     let infer = |name: &str| {
         client
             .post(server.url(&format!("/v2/models/{name}/infer")))
+            .bearer_auth(ADMIN)
             .json(&json!({ "inputs": [{ "name": "input", "shape": [4, 1, 8, 8], "datatype": "FP32", "data": digits.inputs(0..4) }] }))
             .send()
     };
@@ -629,6 +633,7 @@ async fn models_upload_through_triton_load_or_a_raw_stream_and_only_with_the_adm
     assert_eq!(a["outputs"][0]["data"], b["outputs"][0]["data"]);
     let meta_a: Value = client
         .get(server.url("/v2/models/streamed"))
+        .bearer_auth(ADMIN)
         .send()
         .await
         .unwrap()
@@ -637,6 +642,7 @@ async fn models_upload_through_triton_load_or_a_raw_stream_and_only_with_the_adm
         .unwrap();
     let meta_b: Value = client
         .get(server.url("/v2/models/robust_upload"))
+        .bearer_auth(ADMIN)
         .send()
         .await
         .unwrap()
@@ -649,7 +655,7 @@ async fn models_upload_through_triton_load_or_a_raw_stream_and_only_with_the_adm
     card["name"] = json!("garbage");
     let response = client
         .put(server.url("/v2/repository/models/garbage"))
-        .bearer_auth("s3cret")
+        .bearer_auth(ADMIN)
         .header("Model-Card", card.to_string())
         .body(b"definitely not a zip".to_vec())
         .send()
@@ -659,7 +665,7 @@ async fn models_upload_through_triton_load_or_a_raw_stream_and_only_with_the_adm
     // A shipped model cannot be replaced or removed.
     let response = client
         .delete(server.url("/v2/repository/models/digits_cnn"))
-        .bearer_auth("s3cret")
+        .bearer_auth(ADMIN)
         .send()
         .await
         .unwrap();
@@ -667,7 +673,7 @@ async fn models_upload_through_triton_load_or_a_raw_stream_and_only_with_the_adm
     // Unload, then load again.
     let response = client
         .post(server.url("/v2/repository/models/streamed/unload"))
-        .bearer_auth("s3cret")
+        .bearer_auth(ADMIN)
         .send()
         .await
         .unwrap();
@@ -675,6 +681,7 @@ async fn models_upload_through_triton_load_or_a_raw_stream_and_only_with_the_adm
     assert_eq!(infer("streamed").await.unwrap().status(), 422);
     let response = client
         .post(server.url("/v2/repository/models/streamed/load"))
+        .bearer_auth(ADMIN)
         .send()
         .await
         .unwrap();
@@ -682,7 +689,7 @@ async fn models_upload_through_triton_load_or_a_raw_stream_and_only_with_the_adm
     assert_eq!(infer("streamed").await.unwrap().status(), 200);
     let response = client
         .delete(server.url("/v2/repository/models/streamed"))
-        .bearer_auth("s3cret")
+        .bearer_auth(ADMIN)
         .send()
         .await
         .unwrap();

@@ -24,6 +24,7 @@ use super::{validate, ApiError, AppState};
 use futures_util::future::join_all;
 
 use crate::attack::{AttackPlan, AttackSettings, Objective, SampleResult};
+use crate::config::Limits;
 use crate::engine::{Work, WorkInputs, WorkResult};
 use crate::evaluation::{output_probe, EvalSpec, MAX_SWEEP};
 use crate::model::{ModelCard, Task};
@@ -69,9 +70,9 @@ pub async fn attack(
         .parameters
         .remove("binary_data_output")
         .and_then(|v| v.as_bool());
-    let (mut spec, offset) = plan_from(&request.parameters, card)?;
+    let (mut spec, offset) = plan_from(&request.parameters, card, &state.config.limits)?;
     resolve_baseline(&state, &mut spec).await?;
-    let decoded = decode_tensors(&request.inputs, &binary)?;
+    let decoded = decode_tensors(&request.inputs, &binary, &state.config.limits)?;
     let named: Vec<(&OipTensor, HostTensor)> = request.inputs.iter().zip(decoded).collect();
     let inputs = tensors_from(named, card, state.config.max_batch_size, offset)?;
     let adversarial_output = adversarial_wanted(&request, binary_output)?;
@@ -176,6 +177,7 @@ pub async fn attack(
 pub fn plan_from(
     parameters: &Map<String, Value>,
     card: &ModelCard,
+    limits: &Limits,
 ) -> Result<(EvalSpec, u64), ApiError> {
     let mut rest = parameters.clone();
     let invalid =
@@ -295,6 +297,25 @@ pub fn plan_from(
             };
             ApiError::Invalid(format!("parameters.{message}"))
         })?;
+    for (i, attack) in plan.attacks.iter().enumerate() {
+        let field = if flat {
+            "parameters".to_owned()
+        } else {
+            format!("parameters.attacks[{i}]")
+        };
+        if attack.steps > limits.max_steps {
+            return Err(ApiError::Invalid(format!(
+                "{field}.steps: must be at most {} on this server (--max-steps), got {}",
+                limits.max_steps, attack.steps
+            )));
+        }
+        if attack.restarts > limits.max_restarts {
+            return Err(ApiError::Invalid(format!(
+                "{field}.restarts: must be at most {} on this server (--max-restarts), got {}",
+                limits.max_restarts, attack.restarts
+            )));
+        }
+    }
     let spec = EvalSpec {
         plan,
         sweep,

@@ -77,9 +77,13 @@ pub async fn upload(
             .map_err(|e| ApiError::Invalid(format!("body: {}", e.body_text())))?;
         from_multipart(multipart).await?
     } else {
-        let bytes = Bytes::from_request(request, &state)
-            .await
-            .map_err(|e| ApiError::Invalid(format!("body: {}", e.body_text())))?;
+        let bytes = Bytes::from_request(request, &state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::TooLarge(format!("body: {} (--max-body-bytes)", e.body_text()))
+            } else {
+                ApiError::Invalid(format!("body: {}", e.body_text()))
+            }
+        })?;
         Dataset::from_safetensors(&bytes).map_err(|e| ApiError::Invalid(format!("body: {e}")))?
     };
 

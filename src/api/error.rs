@@ -33,9 +33,15 @@ pub enum ApiError {
     /// The resource existed and was removed (pruned examples).
     #[error("{0}")]
     Gone(String),
-    /// An admin action without the admin token.
+    /// No token, or one the server does not accept.
     #[error("{0}")]
     Unauthorized(String),
+    /// A valid token whose scope does not cover the route.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The caller already runs as much as it may; it may retry after the given seconds.
+    #[error("{message}")]
+    TooManyRequests { message: String, retry_after_s: u32 },
     /// The work ran past its deadline.
     #[error("{0}")]
     Timeout(String),
@@ -49,7 +55,7 @@ pub struct ErrorBody {
     /// What went wrong; for a bad request, the field, the rule and the value.
     pub error: String,
     /// A stable kind: invalid_request, not_found, model_error, unavailable, too_large,
-    /// conflict, gone, unauthorized, timeout, internal.
+    /// conflict, gone, unauthorized, forbidden, too_many_requests, timeout, internal.
     pub error_type: String,
 }
 
@@ -64,6 +70,8 @@ impl ApiError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Gone(_) => StatusCode::GONE,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -80,6 +88,8 @@ impl ApiError {
             Self::Conflict(_) => "conflict",
             Self::Gone(_) => "gone",
             Self::Unauthorized(_) => "unauthorized",
+            Self::Forbidden(_) => "forbidden",
+            Self::TooManyRequests { .. } => "too_many_requests",
             Self::Timeout(_) => "timeout",
             Self::Internal(_) => "internal",
         }
@@ -103,7 +113,9 @@ impl IntoResponse for ApiError {
             error_type: self.error_type().to_owned(),
         };
         let mut response = (status, axum::Json(body)).into_response();
-        if let Self::Unavailable { retry_after_s, .. } = self {
+        if let Self::Unavailable { retry_after_s, .. }
+        | Self::TooManyRequests { retry_after_s, .. } = self
+        {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s));

@@ -20,7 +20,7 @@ use super::attack::{plan_from, resolve_baseline, tensors_from};
 use super::error::ErrorBody;
 use super::models::model_ref;
 use super::oip::{decode_tensors, OipBody};
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, Caller};
 use crate::dataset::Dataset;
 use crate::jobs::{is_terminal, progress_data, DataSource, JobSpec};
 use crate::store::{JobRecord, StoreError};
@@ -58,6 +58,7 @@ pub struct EvaluationRequest {
 #[utoipa::path(post, path = "/v2/evaluations", tag = "evaluations", request_body = EvaluationRequest, responses((status = 202, description = "Queued; Location names the job", body = Object, headers(("Location" = String, description = "The job's URL"))), (status = 200, description = "An earlier identical evaluation, reused (`reuse: true`)", body = Object), (status = 400, description = "A field breaks a rule; the message names the field, the rule and the value", body = ErrorBody, example = json!({"error": "inputs[0].shape: must be [batch, 1, 8, 8], got [1, 1, 8]", "error_type": "invalid_request"})), (status = 404, description = "No such model, data set or evaluation", body = ErrorBody, example = json!({"error": "model \"nope\" is not in the repository", "error_type": "not_found"})), (status = 422, description = "The model failed or is unavailable", body = ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
     OipBody {
         header: request,
         binary,
@@ -65,7 +66,7 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let entry = state.servable(&request.model)?;
     let card = &entry.card;
-    let (mut eval, offset) = plan_from(&request.parameters, card)?;
+    let (mut eval, offset) = plan_from(&request.parameters, card, &state.config.limits)?;
     resolve_baseline(&state, &mut eval).await?;
     let max = state.config.max_batch_size;
     let chunk_size = match request.chunk_size {
@@ -109,7 +110,7 @@ pub async fn create(
             )
         }
         (None, Some(inputs)) => {
-            let decoded = decode_tensors(inputs, &binary)?;
+            let decoded = decode_tensors(inputs, &binary, &state.config.limits)?;
             let named = inputs.iter().zip(decoded).collect();
             let work = tensors_from(named, card, usize::MAX, offset)?;
             let put = |t: &HostTensor| {
@@ -134,6 +135,14 @@ pub async fn create(
         }
     };
 
+    let max_samples = state.config.limits.max_job_samples;
+    if total > max_samples {
+        return Err(ApiError::Invalid(format!(
+            "limit: an evaluation may hold at most {max_samples} samples (--max-job-samples), \
+             got {total}; use start and limit to split it"
+        )));
+    }
+
     let spec = JobSpec {
         eval,
         data,
@@ -155,11 +164,13 @@ pub async fn create(
             return Ok(response);
         }
     }
+    state.reserve_job_slot(&caller)?;
     let job = state
         .jobs
         .submit(&model_ref(&entry), spec, total)
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;
+    state.record_job_owner(&caller, &job.id);
     let location = format!("/v2/evaluations/{}", job.id);
     let mut response = (StatusCode::ACCEPTED, Json(view(&job, false))).into_response();
     response.headers_mut().insert(

@@ -67,7 +67,7 @@ pub async fn infer(
         }
         binary_output = wants_binary(request.parameters.as_ref(), output.parameters.as_ref());
     }
-    let decoded = decode_tensors(&request.inputs, &binary)?.remove(0);
+    let decoded = decode_tensors(&request.inputs, &binary, &state.config.limits)?.remove(0);
     let datatype = &request.inputs[0].datatype;
     let max = state.config.max_batch_size;
     let input = validate::input(decoded, datatype, "inputs[0]", &entry.card, max, false)?;

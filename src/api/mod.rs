@@ -1,11 +1,13 @@
 //! HTTP: the axum router, its handlers and the request/response types.
 
 mod attack;
+pub mod auth;
 mod datasets;
 mod error;
 mod evaluations;
 mod health;
 mod infer;
+mod inputs;
 mod models;
 mod oip;
 pub mod openapi;
@@ -13,11 +15,13 @@ mod repository;
 mod validate;
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, FromRequest, Request};
-use axum::http::{HeaderMap, HeaderName};
+use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
+use axum::http::HeaderName;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use tower_http::limit::RequestBodyLimitLayer;
@@ -25,7 +29,9 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
+pub use auth::{Caller, Tokens};
 pub use error::ApiError;
+pub use oip::decode_tensors;
 
 use crate::config::ServeConfig;
 use crate::dataset::Datasets;
@@ -53,11 +59,16 @@ pub struct AppState {
     pub pool: WorkerPool,
     pub jobs: Jobs,
     pub model_states: Arc<RwLock<HashMap<String, ModelState>>>,
+    /// The bearer tokens the server accepts; none: every route is open.
+    pub tokens: Arc<Tokens>,
+    /// The evaluation jobs each caller started in this process, for the per-token limit.
+    pub job_owners: Arc<Mutex<HashMap<String, Vec<String>>>>,
 }
 
 impl AppState {
     pub fn new(
         config: ServeConfig,
+        tokens: Tokens,
         catalog: Catalog,
         store: Store,
         datasets: Datasets,
@@ -82,6 +93,8 @@ impl AppState {
             pool,
             jobs,
             model_states: Arc::new(RwLock::new(states)),
+            tokens: Arc::new(tokens),
+            job_owners: Default::default(),
         }
     }
 
@@ -114,30 +127,42 @@ impl AppState {
         Ok(entry)
     }
 
-    /// The one check for admin actions: with an admin token configured, the request must carry
-    /// it as `Authorization: Bearer <token>`.
-    pub fn require_admin(&self, headers: &HeaderMap) -> Result<(), ApiError> {
-        let Some(token) = &self.config.admin_token else {
-            return Ok(());
-        };
-        let given = headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        match given {
-            Some(given) if constant_time_eq(given.as_bytes(), token.as_bytes()) => Ok(()),
-            Some(_) => Err(ApiError::Unauthorized(
-                "Authorization: the admin token is wrong".to_owned(),
-            )),
-            None => Err(ApiError::Unauthorized(
-                "Authorization: this is an admin action; send Bearer <admin token>".to_owned(),
-            )),
+    /// Counts `caller`'s queued or running jobs; refuses a new one past the limit.
+    ///
+    /// NOTE: the count and the recording of the new job are two steps, so two requests of one
+    /// caller that arrive together may both pass at the last free slot; the limit is a guard
+    /// against runaway clients, not an exact quota. Jobs resumed after a restart count for no one.
+    pub fn reserve_job_slot(&self, caller: &Caller) -> Result<(), ApiError> {
+        let limit = self.config.limits.max_jobs_per_token;
+        let mut owners = self.job_owners.lock().expect("owners lock");
+        let jobs = owners.entry(caller.name.clone()).or_default();
+        jobs.retain(|id| {
+            self.jobs
+                .live(id)
+                .is_some_and(|live| !live.events_after(u64::MAX).1)
+        });
+        if jobs.len() >= limit {
+            return Err(ApiError::TooManyRequests {
+                message: format!(
+                    "evaluations: this token already has {} queued or running, the most it may \
+                     have at once (--max-jobs-per-token); wait for one to end",
+                    jobs.len()
+                ),
+                retry_after_s: 5,
+            });
         }
+        Ok(())
     }
-}
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    /// Records that `caller` started job `id`.
+    pub fn record_job_owner(&self, caller: &Caller, id: &str) {
+        self.job_owners
+            .lock()
+            .expect("owners lock")
+            .entry(caller.name.clone())
+            .or_default()
+            .push(id.to_owned());
+    }
 }
 
 /// A JSON body whose rejections come back in the API's error shape.
@@ -180,6 +205,10 @@ pub fn app(state: AppState) -> Router {
         )
         .layer(DefaultBodyLimit::disable());
 
+    // Event streams last as long as their job: no request timeout.
+    let streams = Router::new().route("/v2/evaluations/{id}/events", get(evaluations::events));
+    let timeout = Duration::from_secs(state.config.limits.request_timeout_s.max(1));
+
     Router::new()
         .route("/v2", get(health::server_metadata))
         .route("/v2/health/live", get(health::live))
@@ -209,7 +238,6 @@ pub fn app(state: AppState) -> Router {
             "/v2/evaluations/{id}",
             get(evaluations::status).delete(evaluations::cancel),
         )
-        .route("/v2/evaluations/{id}/events", get(evaluations::events))
         .route(
             "/v2/evaluations/{id}/adversarial.npy",
             get(evaluations::adversarial_npy),
@@ -217,6 +245,10 @@ pub fn app(state: AppState) -> Router {
         .route(
             "/v2/evaluations/{id}/adversarial.safetensors",
             get(evaluations::adversarial_safetensors),
+        )
+        .route(
+            "/v2/evaluations/{id}/inputs.safetensors",
+            get(inputs::inputs_safetensors),
         )
         .route("/metrics", get(health::metrics))
         .route(
@@ -228,17 +260,39 @@ pub fn app(state: AppState) -> Router {
                 )
             }),
         )
+        .layer(middleware::from_fn_with_state(timeout, request_timeout))
         .layer(RequestBodyLimitLayer::new(body_limit))
         .layer(DefaultBodyLimit::max(body_limit))
+        .merge(streams)
         .merge(uploads)
+        .merge(crate::web::router())
         .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url(
             "/docs/openapi.json",
             <openapi::ApiDoc as utoipa::OpenApi>::openapi(),
+        ))
+        // Every route, whatever its router, passes the one access check.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::authorize,
         ))
         .with_state(state)
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(trace)
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}
+
+/// Answers 504 when a request runs past the request timeout; dropping the handler's future drops
+/// its queued work, and a batch whose callers are all gone is cancelled between attack steps.
+async fn request_timeout(State(limit): State<Duration>, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::Timeout(format!(
+            "request: took longer than the server's request timeout of {} s \
+             (--request-timeout-s); use an evaluation job for long work",
+            limit.as_secs()
+        ))
+        .into_response(),
+    }
 }
 
 /// Fills the request span's model, batch and compute time, which its closing log line shows.

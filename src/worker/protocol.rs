@@ -182,9 +182,17 @@ fn checked_payload_len(len: u64) -> io::Result<usize> {
     usize::try_from(len).map_err(|_| invalid("frame payload does not fit in memory"))
 }
 
+/// Reads `len` bytes, growing the buffer as they arrive rather than trusting the declared length
+/// with one allocation.
 fn read_exact_vec(input: &mut impl Read, len: usize) -> io::Result<Vec<u8>> {
-    let mut buf = vec![0u8; len];
-    input.read_exact(&mut buf)?;
+    let mut buf = Vec::with_capacity(len.min(1 << 20));
+    input.take(len as u64).read_to_end(&mut buf)?;
+    if buf.len() != len {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("frame cut short: {} of {len} bytes", buf.len()),
+        ));
+    }
     Ok(buf)
 }
 

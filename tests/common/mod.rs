@@ -24,6 +24,8 @@ pub struct TestServer {
     pub log: mpsc::Receiver<String>,
     /// A data folder made for this server alone, removed when it is dropped.
     data_dir: Option<PathBuf>,
+    /// The admin token given with `--admin-token`, if any: the readiness wait sends it.
+    pub token: Option<String>,
 }
 
 impl TestServer {
@@ -78,11 +80,17 @@ impl TestServer {
                 }
             }
         };
+        let token = extra
+            .iter()
+            .position(|a| *a == "--admin-token")
+            .and_then(|i| extra.get(i + 1))
+            .map(|t| t.to_string());
         Self {
             child,
             base: format!("http://{address}"),
             log: rx,
             data_dir: own_data.then_some(data_dir),
+            token,
         }
     }
 
@@ -95,7 +103,11 @@ impl TestServer {
         let deadline = Instant::now() + Duration::from_secs(180);
         while Instant::now() < deadline {
             let url = self.url(&format!("/v2/models/{model}/ready"));
-            if let Ok(response) = client.get(url).send().await {
+            let mut request = client.get(url);
+            if let Some(token) = &self.token {
+                request = request.bearer_auth(token);
+            }
+            if let Ok(response) = request.send().await {
                 if response.status() == 200 {
                     return;
                 }

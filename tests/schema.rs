@@ -1,0 +1,66 @@
+//! Property tests of the whole API against its own OpenAPI document: schemathesis (from the
+//! project's virtual environment) generates requests for every operation from the served
+//! document and checks that no answer is a server error and that every answer matches the
+//! documented schema of its status. A real server with real workers, with tight limits so that
+//! generated attack settings stay cheap.
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::TestServer;
+
+const ADMIN: &str = "admin-token-for-the-schema-test";
+
+fn schemathesis() -> PathBuf {
+    let python = std::env::var_os("ROBUSTD_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| common::repo_root().join(".venv/bin/python"));
+    python.with_file_name("schemathesis")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_operation_answers_within_its_documented_schema_and_never_with_a_5xx() {
+    let server = TestServer::start(&[
+        "--admin-token",
+        ADMIN,
+        "--max-steps",
+        "10",
+        "--max-restarts",
+        "2",
+        "--max-batch-size",
+        "8",
+        "--max-elements",
+        "20000",
+        "--max-job-samples",
+        "50",
+        "--max-jobs-per-token",
+        "1000",
+        "--request-timeout-s",
+        "30",
+    ])
+    .await;
+    let report = std::env::temp_dir().join(format!("robustd-schema-{}", uuid::Uuid::new_v4()));
+    let output = std::process::Command::new(schemathesis())
+        .args(["run", &server.url("/openapi.json")])
+        .args(["--checks", "not_a_server_error,response_schema_conformance"])
+        .args(["--phases", "examples,coverage,fuzzing"])
+        .args(["--max-examples", "12", "--seed", "7", "--workers", "2"])
+        .args(["--suppress-health-check", "all", "--request-timeout", "60"])
+        .args(["--header", &format!("Authorization: Bearer {ADMIN}")])
+        .arg("--report-dir")
+        .arg(&report)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run schemathesis from the project's virtual environment");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    eprintln!("{stdout}\n{stderr}");
+    assert!(
+        output.status.success(),
+        "schemathesis found answers that break the document (see above)"
+    );
+    // It did test the operations, not just read the document.
+    assert!(stdout.contains("passed"), "{stdout}");
+    let _ = std::fs::remove_dir_all(report);
+}
