@@ -280,12 +280,14 @@ const WATCH_PROGRESS: &str = "
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_dashboard_starts_an_evaluation_follows_it_and_shows_its_report() {
+    let begun = Instant::now();
     let driver = Chromedriver::start().await;
     let server = TestServer::start(&[]).await;
     let api = reqwest::Client::new();
     let browser = Browser::start(&driver, LAPTOP, 900).await;
     let shots = screenshot_folder();
 
+    eprintln!("{:?}: models", begun.elapsed());
     // The models: name, sha256 and the card's clean accuracy, before any evaluation.
     browser.goto(&server.url("/")).await;
     let meta: Value = api
@@ -320,6 +322,7 @@ async fn the_dashboard_starts_an_evaluation_follows_it_and_shows_its_report() {
         )
         .await;
 
+    eprintln!("{:?}: start", begun.elapsed());
     // Start a small sweep from the form: 40 samples in chunks of 8, PGD at two eps, every check.
     browser.run(WATCH_PROGRESS, json!([])).await;
     browser
@@ -555,6 +558,7 @@ async fn the_dashboard_starts_an_evaluation_follows_it_and_shows_its_report() {
         browser.screenshot(&phone_png, PHONE, 1800, ready).await;
     }
 
+    eprintln!("{:?}: overview", begun.elapsed());
     // The overview now lists the evaluation and the model's latest robust accuracy.
     browser.click("#nav-overview").await;
     let robust = report["summary"]["robust_accuracy"]["value"]
@@ -579,15 +583,9 @@ async fn the_dashboard_starts_an_evaluation_follows_it_and_shows_its_report() {
             Duration::from_secs(10),
         )
         .await;
-    if let Some(folder) = &shots {
-        let overview_png = folder.join("dashboard-overview.png");
-        let ready = "document.querySelector('#evaluations .badge.succeeded')";
-        browser.screenshot(&overview_png, LAPTOP, 4000, ready).await;
-        let phone_png = folder.join("dashboard-overview-phone.png");
-        browser.screenshot(&phone_png, PHONE, 1800, ready).await;
-    }
 
-    // A long evaluation (45 chunks of 800 steps) is cancelled from its page once it has made
+    eprintln!("{:?}: cancel", begun.elapsed());
+    // A long evaluation (45 chunks of 200 steps) is cancelled from its page once it has made
     // some progress.
     browser
         .click("#start-form select[name=model] option[value=digits_cnn]")
@@ -599,7 +597,7 @@ async fn the_dashboard_starts_an_evaluation_follows_it_and_shows_its_report() {
         .type_into("#start-form input[name=eps]", "0.1")
         .await;
     browser
-        .type_into("#start-form input[name=steps]", "800")
+        .type_into("#start-form input[name=steps]", "200")
         .await;
     browser.click("#start-form details summary").await;
     browser
@@ -646,14 +644,15 @@ async fn the_dashboard_starts_an_evaluation_follows_it_and_shows_its_report() {
         .unwrap();
     assert_eq!(long["status"], "cancelled");
 
+    eprintln!("{:?}: failed job", begun.elapsed());
     // A job that fails says why: a model for 3 x 32 x 32 images whose card says 1 x 8 x 8, so
     // that the digits pass validation and the model fails on them.
     let card = json!({
-        "name": "wrong_card", "task": "classification", "num_classes": 10,
+        "name": "cifar_as_digits", "task": "classification", "num_classes": 10,
         "input": { "shape": [1, 8, 8] },
     });
     let upload = api
-        .put(server.url("/v2/repository/models/wrong_card"))
+        .put(server.url("/v2/repository/models/cifar_as_digits"))
         .header("Model-Card", card.to_string())
         .body(std::fs::read(common::repo_root().join("models/cifar_resnet.pt")).unwrap())
         .send()
@@ -664,12 +663,12 @@ async fn the_dashboard_starts_an_evaluation_follows_it_and_shows_its_report() {
     browser
         .wait_for(
             "the uploaded model in the form",
-            "document.querySelector('#start-form select[name=model] option[value=wrong_card]')",
+            "document.querySelector('#start-form select[name=model] option[value=cifar_as_digits]')",
             Duration::from_secs(10),
         )
         .await;
     browser
-        .click("#start-form select[name=model] option[value=wrong_card]")
+        .click("#start-form select[name=model] option[value=cifar_as_digits]")
         .await;
     browser
         .type_into("#start-form input[name=limit]", "8")
@@ -702,6 +701,28 @@ async fn the_dashboard_starts_an_evaluation_follows_it_and_shows_its_report() {
     assert!(!error.is_empty());
     assert_eq!(failure, format!("This evaluation failed. {error}"));
 
+    // The list shows each job's end, and the failed one's reason.
+    browser.click("#nav-overview").await;
+    let listed = browser
+        .wait_for(
+            "the failed job in the list",
+            &format!(
+                "document.querySelector('#evaluations li[data-id=\"{}\"] .job-error')?.textContent",
+                failed_id.as_str().unwrap()
+            ),
+            Duration::from_secs(10),
+        )
+        .await;
+    assert_eq!(listed, json!(error));
+    if let Some(folder) = &shots {
+        let overview_png = folder.join("dashboard-overview.png");
+        let ready = "document.querySelector('#evaluations .badge.failed')";
+        browser.screenshot(&overview_png, LAPTOP, 4000, ready).await;
+        let phone_png = folder.join("dashboard-overview-phone.png");
+        browser.screenshot(&phone_png, PHONE, 1800, ready).await;
+    }
+
+    eprintln!("{:?}: lost connection", begun.elapsed());
     // A server that goes away: the page says the connection is lost.
     let mut server = server;
     server.terminate();
@@ -719,6 +740,7 @@ async fn the_dashboard_starts_an_evaluation_follows_it_and_shows_its_report() {
     );
     drop(server);
 
+    eprintln!("{:?}: empty server", begun.elapsed());
     // An empty server: no models, no data sets, no evaluations, each said plainly.
     let empty = tempdir();
     let empty_server = TestServer::spawn(&["--models", empty.to_str().unwrap()]);
@@ -742,9 +764,36 @@ async fn the_dashboard_starts_an_evaluation_follows_it_and_shows_its_report() {
         let ready = "document.querySelector('#no-models')";
         browser.screenshot(&empty_png, PHONE, 1200, ready).await;
     }
-    browser.close().await;
     drop(empty_server);
     let _ = std::fs::remove_dir_all(empty);
+
+    eprintln!("{:?}: token", begun.elapsed());
+    // A server that wants a token: the page asks for one, keeps it and sends it.
+    let token = "read:dashboard-test-token-0123456789";
+    let guarded = TestServer::spawn(&["--tokens", token]);
+    browser.goto(&guarded.url("/")).await;
+    let reason = browser
+        .wait_for(
+            "the token form",
+            "!document.querySelector('#token-form').hidden && \
+                document.querySelector('#token-reason').textContent",
+            Duration::from_secs(20),
+        )
+        .await;
+    assert!(reason.as_str().unwrap().contains("token"), "{reason}");
+    browser
+        .type_into("#token-input", token.trim_start_matches("read:"))
+        .await;
+    browser.click("#token-form button[type=submit]").await;
+    browser
+        .wait_for(
+            "the models, read with the token",
+            "document.querySelector('#token-form').hidden && \
+                document.querySelector('[data-model=digits_cnn]')",
+            Duration::from_secs(30),
+        )
+        .await;
+    browser.close().await;
 }
 
 fn tempdir() -> PathBuf {

@@ -40,16 +40,62 @@ async fn every_operation_answers_within_its_documented_schema_and_never_with_a_5
         "30",
     ])
     .await;
+    // Real names and a finished job for the path parameters, so that operations are tested
+    // on things that exist, not only answered 404.
+    let client = reqwest::Client::new();
+    let job: serde_json::Value = client
+        .post(server.url("/v2/evaluations"))
+        .bearer_auth(ADMIN)
+        .json(&serde_json::json!({
+            "model": "digits_cnn", "dataset": "digits_test", "limit": 8,
+            "parameters": {"attack": "pgd", "eps": 0.1, "steps": 2}
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = job["id"].as_str().unwrap().to_owned();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let status: serde_json::Value = client
+            .get(server.url(&format!("/v2/evaluations/{id}")))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if status["status"] == "succeeded" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{status}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     let report = std::env::temp_dir().join(format!("robustd-schema-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&report).unwrap();
+    let config = report.join("schemathesis.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[parameters]\n\"path.model\" = \"digits_cnn\"\n\"path.name\" = \"digits_test\"\n\
+             \"path.id\" = \"{id}\"\n"
+        ),
+    )
+    .unwrap();
     let output = std::process::Command::new(schemathesis())
+        .arg("--config-file")
+        .arg(&config)
         .args(["run", &server.url("/openapi.json")])
         .args(["--checks", "not_a_server_error,response_schema_conformance"])
         .args(["--phases", "examples,coverage,fuzzing"])
-        .args(["--max-examples", "12", "--seed", "7", "--workers", "2"])
+        .args(["--max-examples", "40", "--seed", "7", "--workers", "2"])
         .args(["--suppress-health-check", "all", "--request-timeout", "60"])
         .args(["--header", &format!("Authorization: Bearer {ADMIN}")])
         .arg("--report-dir")
-        .arg(&report)
+        .arg(report.join("reports"))
         .env("NO_COLOR", "1")
         .output()
         .expect("run schemathesis from the project's virtual environment");

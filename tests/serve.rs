@@ -252,7 +252,7 @@ async fn a_model_file_libtorch_cannot_load_is_unavailable_not_fatal() {
             .send()
             .await
             .unwrap();
-        assert_eq!(response.status(), 503);
+        assert_eq!(response.status(), 400);
         let body: Value = response.json().await.unwrap();
         if body.get("reason").is_some() || std::time::Instant::now() > deadline {
             break body;

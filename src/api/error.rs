@@ -103,7 +103,10 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        if status.is_server_error() {
+        if matches!(self, Self::Unavailable { .. }) {
+            // Shedding load is the server working as designed: no error line per refusal.
+            tracing::warn!(error_type = self.error_type(), "{self}");
+        } else if status.is_server_error() {
             tracing::error!(error_type = self.error_type(), "{self}");
         } else {
             tracing::info!(error_type = self.error_type(), "{self}");

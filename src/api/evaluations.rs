@@ -231,6 +231,18 @@ async fn job(state: &AppState, id: &str) -> Result<JobRecord, ApiError> {
         .ok_or_else(|| ApiError::NotFound(format!("evaluation {id:?} does not exist")))
 }
 
+/// One Server-Sent Event of a job's stream, field by field (the OpenAPI form of an event).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct JobStreamEvent {
+    /// Grows by one per event; send the last one seen back as `Last-Event-ID` to resume.
+    id: String,
+    /// queued, running, progress, succeeded, failed or cancelled.
+    event: String,
+    /// The job's progress as JSON: id, status, done, total, accuracies so far, error.
+    data: String,
+}
+
 /// `GET /v2/evaluations`: every job, newest first, without reports.
 #[utoipa::path(get, path = "/v2/evaluations", tag = "evaluations", responses((status = 200, description = "Every job, newest first, without reports", body = [Object])))]
 pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
@@ -274,7 +286,7 @@ pub async fn cancel(
 /// `GET /v2/evaluations/{id}/events`: progress as Server-Sent Events. Each event's id grows by
 /// one; a client that reconnects with `Last-Event-ID` gets only what it missed. The stream ends
 /// after the event that ends the job.
-#[utoipa::path(get, path = "/v2/evaluations/{id}/events", tag = "evaluations", params(("id" = String, Path, description = "Evaluation id"), ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this event")), responses((status = 200, description = "Server-Sent Events: queued, running, progress..., then succeeded, failed or cancelled; ids grow by one", body = String, content_type = "text/event-stream"), (status = 404, description = "No such model, data set or evaluation", body = ErrorBody, example = json!({"error": "model \"nope\" is not in the repository", "error_type": "not_found"}))))]
+#[utoipa::path(get, path = "/v2/evaluations/{id}/events", tag = "evaluations", params(("id" = String, Path, description = "Evaluation id"), ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this event")), responses((status = 200, description = "Server-Sent Events: queued, running, progress..., then succeeded, failed or cancelled; ids grow by one", body = JobStreamEvent, content_type = "text/event-stream"), (status = 404, description = "No such model, data set or evaluation", body = ErrorBody, example = json!({"error": "model \"nope\" is not in the repository", "error_type": "not_found"}))))]
 pub async fn events(
     State(state): State<AppState>,
     Path(id): Path<String>,

@@ -24,13 +24,13 @@ pub async fn live() -> Json<Value> {
 }
 
 /// `GET /v2/health/ready`: at least one worker process is up to take requests.
-#[utoipa::path(get, path = "/v2/health/ready", tag = "health", responses((status = 200, description = "A worker is up", body = Object, example = json!({"ready": true})), (status = 503, description = "No worker is up yet", body = Object, example = json!({"ready": false}))))]
+#[utoipa::path(get, path = "/v2/health/ready", tag = "health", responses((status = 200, description = "A worker is up", body = Object, example = json!({"ready": true})), (status = 400, description = "No worker is up yet (the Open Inference Protocol answers false with a 4xx, as Triton does with 400)", body = Object, example = json!({"ready": false}))))]
 pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let ready = state.pool.ready_workers() > 0;
     let status = if ready {
         StatusCode::OK
     } else {
-        StatusCode::SERVICE_UNAVAILABLE
+        StatusCode::BAD_REQUEST
     };
     (status, Json(json!({ "ready": ready })))
 }

@@ -52,8 +52,8 @@ pub async fn metadata(
     })))
 }
 
-/// `GET /v2/models/{model}/ready`: 200 when the model is loaded, 503 while loading or broken.
-#[utoipa::path(get, path = "/v2/models/{model}/ready", tag = "models", params(("model" = String, Path, description = "Model name")), responses((status = 200, description = "Loaded and a worker is up", body = Object, example = json!({"name": "digits_cnn", "ready": true})), (status = 503, description = "Loading or unavailable, with the reason", body = Object), (status = 404, description = "No such model, data set or evaluation", body = ErrorBody, example = json!({"error": "model \"nope\" is not in the repository", "error_type": "not_found"}))))]
+/// `GET /v2/models/{model}/ready`: 200 when the model is loaded; 400 (the protocol's 4xx for false) while loading or broken.
+#[utoipa::path(get, path = "/v2/models/{model}/ready", tag = "models", params(("model" = String, Path, description = "Model name")), responses((status = 200, description = "Loaded and a worker is up", body = Object, example = json!({"name": "digits_cnn", "ready": true})), (status = 400, description = "Loading or unavailable, with the reason (false is a 4xx in the Open Inference Protocol)", body = Object), (status = 404, description = "No such model, data set or evaluation", body = ErrorBody, example = json!({"error": "model \"nope\" is not in the repository", "error_type": "not_found"}))))]
 pub async fn ready(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -67,7 +67,7 @@ pub async fn ready(
     let status = if ready {
         StatusCode::OK
     } else {
-        StatusCode::SERVICE_UNAVAILABLE
+        StatusCode::BAD_REQUEST
     };
     let mut body = json!({ "name": name, "ready": ready });
     if let ModelState::Unavailable(reason) = model_state {

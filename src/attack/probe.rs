@@ -23,6 +23,13 @@ impl Labels {
         })
     }
 
+    pub fn shallow_clone(&self) -> Self {
+        match self {
+            Self::Classes(y) => Self::Classes(y.shallow_clone()),
+            Self::Values(v) => Self::Values(v.shallow_clone()),
+        }
+    }
+
     pub fn target(&self) -> Target<'_> {
         match self {
             Self::Classes(y) => Target::Classes(y),
@@ -76,7 +83,8 @@ pub fn probe(
     let target = labels.target();
     let task_kind = LossKind::task_default(task);
     let task_loss = loss::per_sample(task_kind, &output, &target, None)?;
-    let attack_loss = if goal.loss == task_kind && goal.targets.is_none() {
+    let same_loss = goal.loss == task_kind && goal.targets.is_none();
+    let attack_loss = if same_loss {
         task_loss.shallow_clone()
     } else {
         loss::per_sample(goal.loss, &output, &target, goal.targets)?
@@ -119,9 +127,15 @@ pub fn probe(
         }
         _ => vec![false; batch],
     };
+    let task_loss = Vec::<f32>::try_from(&task_loss)?;
+    let attack_loss = if same_loss {
+        task_loss.clone()
+    } else {
+        Vec::<f32>::try_from(&attack_loss)?
+    };
     Ok(Probe {
-        attack_loss: Vec::<f32>::try_from(&attack_loss.f_detach()?)?,
-        task_loss: Vec::<f32>::try_from(&task_loss.f_detach()?)?,
+        attack_loss,
+        task_loss,
         prediction,
         wrong,
         grad,

@@ -100,6 +100,17 @@ impl Rows {
         if ids.is_empty() {
             return Ok(None);
         }
+        // The whole batch in order: its tensors as they are, no copies.
+        let whole = ids.len() == ctx.batch.sample_ids.len()
+            && ids.iter().enumerate().all(|(k, &i)| i == k as i64);
+        if whole {
+            return Ok(Some(Self {
+                clean: ctx.batch.x.shallow_clone(),
+                labels: ctx.batch.labels.shallow_clone(),
+                targets: targets.map(Tensor::shallow_clone),
+                ids,
+            }));
+        }
         let at = index(&ids, ctx.model.device())?;
         Ok(Some(Self {
             clean: ctx.batch.x.f_index_select(0, &at)?,
@@ -181,12 +192,26 @@ pub fn evaluate(
         }
     }
 
+    // The tracker measured each kept point when it took it; only when some were taken from a
+    // probe of part of the batch is the whole batch measured again.
     let adversarial = tracker.kept.shallow_clone();
-    let attacked = probe(model, &adversarial, &batch.labels, task_goal, false)?;
+    let (kept_prediction, kept_loss) = if tracker.partial {
+        let attacked = probe(model, &adversarial, &batch.labels, task_goal, false)?;
+        (attacked.prediction, attacked.task_loss)
+    } else {
+        (
+            tracker.kept_prediction.take(),
+            std::mem::take(&mut tracker.kept_loss),
+        )
+    };
     let delta = adversarial.f_sub(&batch.x)?;
     let linf = Vec::<f32>::try_from(&linf_norms(&delta)?)?;
     let l2 = Vec::<f32>::try_from(&l2_norms(&delta)?.f_view(-1)?)?;
     let labels: Vec<String> = plan.attacks.iter().map(|s| s.label(card.task)).collect();
+    let classes = match &batch.labels {
+        Labels::Classes(y) => Some(Vec::<i64>::try_from(&y.f_to_kind(tch::Kind::Int64)?)?),
+        Labels::Values(_) => None,
+    };
 
     let samples = (0..batch.sample_ids.len())
         .map(|i| {
@@ -197,12 +222,14 @@ pub fn evaluate(
                 Some(Breach::Attack { attack, step }) => (Some(labels[attack].clone()), Some(step)),
             };
             SampleResult {
+                index: batch.sample_ids[i],
+                label: classes.as_ref().map(|c| c[i]),
                 clean_prediction: clean.prediction.as_ref().map(|p| p[i]),
-                adversarial_prediction: attacked.prediction.as_ref().map(|p| p[i]),
+                adversarial_prediction: kept_prediction.as_ref().map(|p| p[i]),
                 clean_correct: classifies.then_some(!clean.wrong[i]),
                 robust: classifies.then_some(tracker.breach[i].is_none()),
                 clean_loss: clean.task_loss[i],
-                robust_loss: attacked.task_loss[i],
+                robust_loss: kept_loss[i],
                 linf: linf[i],
                 l2: l2[i],
                 broken_by,

@@ -316,6 +316,12 @@ impl AttackPlan {
 /// One sample's result.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SampleResult {
+    /// The sample's index in its data set (the key of its random streams).
+    #[serde(default)]
+    pub index: u64,
+    /// Its true class (classification and binary models; none for regression).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<i64>,
     /// Predicted class on the clean input (binary: 0 or 1; regression: none).
     pub clean_prediction: Option<i64>,
     /// Predicted class on the adversarial example.

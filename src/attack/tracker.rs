@@ -24,6 +24,12 @@ pub struct Tracker {
     pub kept: Tensor,
     /// The task loss at `kept`.
     pub kept_loss: Vec<f32>,
+    /// The model's prediction at `kept` (none for regression).
+    pub kept_prediction: Option<Vec<i64>>,
+    /// Some kept point was taken from a probe of only some of the rows. A smaller batch can round
+    /// the loss differently in the last bits, so such points are measured again on the whole
+    /// batch at the end.
+    pub partial: bool,
     pub breach: Vec<Option<Breach>>,
     pub zero_grad: Vec<bool>,
     pub nan_grad: Vec<bool>,
@@ -37,6 +43,8 @@ impl Tracker {
             last_iterate,
             kept: clean.shallow_clone(),
             kept_loss: probe.task_loss.clone(),
+            kept_prediction: probe.prediction.clone(),
+            partial: false,
             breach: probe
                 .wrong
                 .iter()
@@ -87,10 +95,24 @@ impl Tracker {
             };
             if keep {
                 self.kept_loss[i] = probe.task_loss[j];
+                if let (Some(kept), Some(seen)) = (&mut self.kept_prediction, &probe.prediction) {
+                    kept[i] = seen[j];
+                }
                 take.push((row, j as i64));
             }
         }
         if take.is_empty() {
+            return Ok(());
+        }
+        self.partial |= rows.len() != self.breach.len();
+        // Every row of the batch, in order: `x` is the whole kept tensor (no copy).
+        let whole = take.len() == self.breach.len()
+            && take
+                .iter()
+                .enumerate()
+                .all(|(k, &(row, j))| row == k as i64 && j == k as i64);
+        if whole {
+            self.kept = x.shallow_clone();
             return Ok(());
         }
         let device = x.device();

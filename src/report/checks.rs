@@ -526,6 +526,8 @@ mod tests {
 
     fn row(clean_correct: bool, robust: bool) -> SampleResult {
         SampleResult {
+            index: 0,
+            label: Some(0),
             clean_prediction: Some(0),
             adversarial_prediction: Some(0),
             clean_correct: Some(clean_correct),

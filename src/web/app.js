@@ -314,6 +314,9 @@
 
   let leaveView = () => {};
   let generation = 0;
+  // The job this page just started: its view follows the events even if the job has already
+  // ended, so that its progress is seen.
+  let justStarted = null;
 
   /**
    * Shows the view the address names; stops what the last view left running. A view checks
@@ -807,6 +810,7 @@
       message.textContent = "Starting…";
       try {
         const job = await api("/v2/evaluations", { method: "POST", body });
+        justStarted = job.id;
         location.hash = `#/evaluations/${job.id}`;
       } catch (error) {
         message.textContent =
@@ -920,12 +924,21 @@
     );
     showProgress(job);
 
-    if (!TERMINAL.has(job.status)) {
+    const follow = !TERMINAL.has(job.status) || justStarted === id;
+    justStarted = null;
+    if (follow) {
       outcome.replaceChildren(
         el("p", { class: "notice" }, "The report appears here when the evaluation succeeds."),
       );
+      // Events replayed from the start of the stream never move the bar back; a job that ended
+      // before this view opened is replayed from zero.
+      let shown = TERMINAL.has(job.status) ? { ...job, status: "queued", done: 0 } : job;
+      showProgress(shown);
       const stop = followEvents(id, (event) => {
-        showProgress({ ...job, ...event.data });
+        if (event.data.done >= shown.done) {
+          shown = { ...shown, ...event.data };
+          showProgress(shown);
+        }
         if (!TERMINAL.has(event.event)) return false;
         api(`/v2/evaluations/${path(id)}`)
           .then((done) => {
