@@ -29,7 +29,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Start the HTTP server and its worker processes.
-    Serve(ServeConfig),
+    Serve(Box<ServeConfig>),
     /// Evaluate a model on a server and pass or fail a CI gate (exit 0 pass, 1 fail, 2 error).
     Gate(Box<robustd::ci::GateArgs>),
     /// Print the OpenAPI document.
@@ -72,7 +72,7 @@ fn main() -> ExitCode {
         .init();
 
     let result = match cli.command {
-        Command::Serve(config) => serve(config),
+        Command::Serve(config) => serve(*config),
         Command::Gate(_) => unreachable!("handled above"),
         Command::Openapi => {
             print!("{}", api::openapi::document());

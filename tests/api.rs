@@ -382,7 +382,7 @@ async fn an_evaluation_job_streams_progress_resumes_events_and_serves_its_exampl
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_cancelled_job_stops_within_an_attack_step() {
-    let server = TestServer::start(&[]).await;
+    let server = TestServer::start(&["--max-steps", "20000"]).await;
     let client = reqwest::Client::new();
     let n = 16;
     let response = client

@@ -252,6 +252,12 @@ impl Browser {
 
     async fn close(self) {
         self.command(reqwest::Method::DELETE, "", json!({})).await;
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // A failed test leaves the browser to chromedriver, which ends it; the profile goes here.
         let _ = std::fs::remove_dir_all(&self.profile);
     }
 }
@@ -287,8 +293,8 @@ async fn the_dashboard_starts_an_evaluation_follows_it_and_shows_its_report() {
     let browser = Browser::start(&driver, LAPTOP, 900).await;
     let shots = screenshot_folder();
 
-    eprintln!("{:?}: models", begun.elapsed());
     // The models: name, sha256 and the card's clean accuracy, before any evaluation.
+    eprintln!("{:?}: models", begun.elapsed());
     browser.goto(&server.url("/")).await;
     let meta: Value = api
         .get(server.url("/v2/models/digits_cnn"))
@@ -322,8 +328,8 @@ async fn the_dashboard_starts_an_evaluation_follows_it_and_shows_its_report() {
         )
         .await;
 
-    eprintln!("{:?}: start", begun.elapsed());
     // Start a small sweep from the form: 40 samples in chunks of 8, PGD at two eps, every check.
+    eprintln!("{:?}: start", begun.elapsed());
     browser.run(WATCH_PROGRESS, json!([])).await;
     browser
         .click("#start-form select[name=model] option[value=digits_cnn]")
@@ -558,8 +564,8 @@ async fn the_dashboard_starts_an_evaluation_follows_it_and_shows_its_report() {
         browser.screenshot(&phone_png, PHONE, 1800, ready).await;
     }
 
-    eprintln!("{:?}: overview", begun.elapsed());
     // The overview now lists the evaluation and the model's latest robust accuracy.
+    eprintln!("{:?}: overview", begun.elapsed());
     browser.click("#nav-overview").await;
     let robust = report["summary"]["robust_accuracy"]["value"]
         .as_f64()
@@ -584,9 +590,9 @@ async fn the_dashboard_starts_an_evaluation_follows_it_and_shows_its_report() {
         )
         .await;
 
-    eprintln!("{:?}: cancel", begun.elapsed());
     // A long evaluation (45 chunks of 200 steps) is cancelled from its page once it has made
     // some progress.
+    eprintln!("{:?}: cancel", begun.elapsed());
     browser
         .click("#start-form select[name=model] option[value=digits_cnn]")
         .await;
@@ -644,9 +650,9 @@ async fn the_dashboard_starts_an_evaluation_follows_it_and_shows_its_report() {
         .unwrap();
     assert_eq!(long["status"], "cancelled");
 
-    eprintln!("{:?}: failed job", begun.elapsed());
     // A job that fails says why: a model for 3 x 32 x 32 images whose card says 1 x 8 x 8, so
     // that the digits pass validation and the model fails on them.
+    eprintln!("{:?}: failed job", begun.elapsed());
     let card = json!({
         "name": "cifar_as_digits", "task": "classification", "num_classes": 10,
         "input": { "shape": [1, 8, 8] },
@@ -722,8 +728,8 @@ async fn the_dashboard_starts_an_evaluation_follows_it_and_shows_its_report() {
         browser.screenshot(&phone_png, PHONE, 1800, ready).await;
     }
 
-    eprintln!("{:?}: lost connection", begun.elapsed());
     // A server that goes away: the page says the connection is lost.
+    eprintln!("{:?}: lost connection", begun.elapsed());
     let mut server = server;
     server.terminate();
     browser.click("#nav-overview").await;
@@ -740,8 +746,8 @@ async fn the_dashboard_starts_an_evaluation_follows_it_and_shows_its_report() {
     );
     drop(server);
 
-    eprintln!("{:?}: empty server", begun.elapsed());
     // An empty server: no models, no data sets, no evaluations, each said plainly.
+    eprintln!("{:?}: empty server", begun.elapsed());
     let empty = tempdir();
     let empty_server = TestServer::spawn(&["--models", empty.to_str().unwrap()]);
     browser.goto(&empty_server.url("/")).await;
@@ -767,8 +773,8 @@ async fn the_dashboard_starts_an_evaluation_follows_it_and_shows_its_report() {
     drop(empty_server);
     let _ = std::fs::remove_dir_all(empty);
 
-    eprintln!("{:?}: token", begun.elapsed());
     // A server that wants a token: the page asks for one, keeps it and sends it.
+    eprintln!("{:?}: token", begun.elapsed());
     let token = "read:dashboard-test-token-0123456789";
     let guarded = TestServer::spawn(&["--tokens", token]);
     browser.goto(&guarded.url("/")).await;

@@ -26,7 +26,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 pub use auth::{Caller, Tokens};
@@ -195,7 +195,10 @@ pub fn app(state: AppState) -> Router {
             DefaultOnResponse::new()
                 .level(Level::INFO)
                 .latency_unit(tower_http::LatencyUnit::Millis),
-        );
+        )
+        // The error itself was logged once where it was handled; the response line has the
+        // status.
+        .on_failure(DefaultOnFailure::new().level(Level::DEBUG));
 
     // Raw uploads stream to disk and carry their own limit.
     let uploads = Router::new()

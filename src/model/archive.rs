@@ -43,6 +43,9 @@ pub struct ArchiveSummary {
 /// Random access to the bytes of a file being checked.
 pub trait ReadAt {
     fn len(&self) -> u64;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
     /// Fills `buf` from `offset`; false when the range is past the end or cannot be read.
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> bool;
 }

@@ -7,7 +7,7 @@ use crate::attack::AttackedModel;
 
 pub struct ModelCache {
     capacity: usize,
-    /// Most recently used last.
+    /// By file sha256 and card, most recently used last.
     entries: Vec<(String, AttackedModel)>,
 }
 
@@ -25,11 +25,14 @@ impl ModelCache {
         model: &ModelRef,
         device: Device,
     ) -> Result<&AttackedModel, Reply> {
-        if let Some(i) = self
-            .entries
-            .iter()
-            .position(|(sha, _)| *sha == model.sha256)
-        {
+        // The card is part of the key: the same file uploaded under another card (another
+        // normalisation, domain or input shape) is another model.
+        let key = format!(
+            "{}\n{}",
+            model.sha256,
+            serde_json::to_string(&model.card).unwrap_or_default()
+        );
+        if let Some(i) = self.entries.iter().position(|(k, _)| *k == key) {
             let entry = self.entries.remove(i);
             self.entries.push(entry);
         } else {
@@ -44,7 +47,7 @@ impl ModelCache {
             if self.entries.len() == self.capacity {
                 self.entries.remove(0);
             }
-            self.entries.push((model.sha256.clone(), loaded));
+            self.entries.push((key, loaded));
         }
         Ok(&self.entries.last().expect("just pushed").1)
     }
