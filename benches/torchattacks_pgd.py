@@ -46,14 +46,14 @@ def synchronize(device):
 
 def main():
     device = torch.device("cpu")
+    optimize = True
     models = {}
     for line in sys.stdin:
         command = json.loads(line)
         op = command["op"]
         if op == "setup":
             torch.set_num_threads(command["threads"])
-            # The graph executor's setting is per thread; this one runs every attack.
-            torch._C._set_graph_executor_optimize(command["optimize"])
+            optimize = command["optimize"]
             device = torch.device(command["device"])
             answer = {
                 "torch": torch.__version__,
@@ -80,7 +80,8 @@ def main():
             images, labels = x[:n], y[:n]
             synchronize(device)
             started = time.perf_counter()
-            attack(images, labels)
+            with torch.jit.optimized_execution(optimize):
+                attack(images, labels)
             synchronize(device)
             answer = {"seconds": time.perf_counter() - started}
         elif op == "quit":

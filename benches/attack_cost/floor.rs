@@ -39,17 +39,51 @@ impl Floor {
         let start = x.rand_like() * (2.0 * eps) - eps;
         let mut adv = (x + start).clamp(0.0, 1.0);
         for _ in 0..steps {
-            let input = adv.detach().set_requires_grad(true);
-            let normalised = match &self.mean_std {
-                Some((mean, std)) => (&input - mean) / std,
-                None => input.shallow_clone(),
-            };
-            let logits = self.module.forward_ts(&[normalised]).expect("forward");
-            let loss = logits.cross_entropy_loss::<Tensor>(y, None, Reduction::Sum, -100, 0.0);
-            let grad = Tensor::run_backward(&[loss], &[&input], false, false).remove(0);
-            let stepped = input.detach() + grad.sign() * alpha;
-            adv = (x + (stepped - x).clamp(-eps, eps)).clamp(0.0, 1.0);
+            adv = self.step(&adv, x, y, eps, alpha);
         }
         adv
+    }
+
+    /// PGD with the batch cut to its first `sizes[s]` rows before step `s`: what attacking only
+    /// the points still unbroken costs, with nothing spent on finding them.
+    pub fn pgd_shrinking(
+        &self,
+        x: &Tensor,
+        y: &Tensor,
+        eps: f64,
+        alpha: f64,
+        sizes: &[usize],
+    ) -> Tensor {
+        let start = x.rand_like() * (2.0 * eps) - eps;
+        let mut adv = (x + start).clamp(0.0, 1.0);
+        let (mut x, mut y) = (x.shallow_clone(), y.shallow_clone());
+        for &size in sizes {
+            let size = size as i64;
+            if size == 0 {
+                break;
+            }
+            if size < x.size()[0] {
+                (x, y, adv) = (
+                    x.narrow(0, 0, size),
+                    y.narrow(0, 0, size),
+                    adv.narrow(0, 0, size),
+                );
+            }
+            adv = self.step(&adv, &x, &y, eps, alpha);
+        }
+        adv
+    }
+
+    fn step(&self, adv: &Tensor, x: &Tensor, y: &Tensor, eps: f64, alpha: f64) -> Tensor {
+        let input = adv.detach().set_requires_grad(true);
+        let normalised = match &self.mean_std {
+            Some((mean, std)) => (&input - mean) / std,
+            None => input.shallow_clone(),
+        };
+        let logits = self.module.forward_ts(&[normalised]).expect("forward");
+        let loss = logits.cross_entropy_loss::<Tensor>(y, None, Reduction::Sum, -100, 0.0);
+        let grad = Tensor::run_backward(&[loss], &[&input], false, false).remove(0);
+        let stepped = input.detach() + grad.sign() * alpha;
+        (x + (stepped - x).clamp(-eps, eps)).clamp(0.0, 1.0)
     }
 }

@@ -6,34 +6,39 @@
 //!     ROBUSTD_BENCH_DEVICE=cuda cargo bench --bench attack_cost     # GPU; skips without CUDA
 //!
 //! PGD-K (Linf, random start, every point every step) on digits_cnn and cifar_resnet at batch
-//! sizes 1, 32 and 256; each repetition runs these contenders in turn, the order rotating:
+//! sizes 1, 32 and 256. Each repetition runs these contenders in turn, in an order that rotates:
 //! - floor: a bare libtorch loop of K x (forward, loss, input gradient, sign step, projection,
 //!   clip) on the same TorchScript model, what PGD-K cannot go below;
-//! - module: robustd's attack module (`attack::evaluate`), clean pass and report rows included;
-//! - server: one HTTP request through the batcher to a worker process, the answer read whole;
+//! - module: robustd's attack module (`attack::evaluate`), its clean pass, final pass and
+//!   per-sample rows included;
+//! - server: one HTTP request (binary tensors) through the batcher to a worker process, the
+//!   answer read whole; for single samples also a server without the batcher's queue delay;
 //! - torchattacks: its PGD on the same file and inputs (`benches/torchattacks_pgd.py`).
 //!
-//! Then the `accuracy` objective against attacking every point every step, with the survival
-//! curve; 64 concurrent single-sample requests with batching on and off; and the memory of the
-//! server and its worker. Every contender runs with the same libtorch thread count, the model in
-//! eval mode with frozen parameters, and the graph executor set as robustd's workers set it.
+//! Then: the `accuracy` objective against attacking every point every step, with the survival
+//! curve; concurrent single-sample requests with batching on and off; the memory of the server
+//! and its worker. Every contender runs with the same libtorch thread count, the model in eval
+//! mode with frozen parameters, and the graph executor set as robustd sets it.
 //!
-//! Environment: ROBUSTD_BENCH_DEVICE (`cpu` or `cuda`, also `--device cuda` after `--`),
-//! ROBUSTD_BENCH_THREADS (default: the machine's cores), ROBUSTD_BENCH_REPS (default 5),
-//! ROBUSTD_PYTHON (the Python with torchattacks; default `.venv/bin/python`).
+//! Environment: ROBUSTD_BENCH_DEVICE (`cpu` or `cuda`; also `-- --device cuda`),
+//! ROBUSTD_BENCH_THREADS (default: the machine's cores), ROBUSTD_BENCH_REPS (default 5: single
+//! samples and the digits at 32 run six times as many, the objectives and the batching rounds
+//! three times, the ResNet at 256 half), ROBUSTD_PYTHON (the Python with torchattacks; default
+//! `.venv/bin/python`).
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
 mod floor;
 mod peer;
+mod report;
 mod server;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use robustd::attack::{
     evaluate, AttackPlan, AttackSettings, AttackedModel, Batch, Labels, Method, Norm, Objective,
-    SampleResult,
+    SampleResult, GRAPH_EXECUTOR_OPTIMIZE,
 };
 use robustd::model::ModelCard;
 use serde_json::{json, Value};
@@ -42,13 +47,17 @@ use tch::{Device, Kind, Tensor};
 use common::TestServer;
 use floor::Floor;
 use peer::Peer;
+use report::{print_table, print_target, ratio_text, AccuracyObjective, Batching, Memory, Spread};
 use server::{AttackRequest, Http};
 
-/// PGD steps of every timed attack (fewer for the largest case, see `cases`).
+/// PGD steps of every timed attack.
 const STEPS: u32 = 20;
-/// Steps of the warm-up runs, which let libtorch settle on each shape before timing.
+/// Steps of the warm-up runs, which let libtorch settle on each shape before any timing.
 const WARM_UP_STEPS: u32 = 2;
 const BATCHES: [usize; 3] = [1, 32, 256];
+const BATCHING_REQUESTS: usize = 64;
+const GROWTH_REQUESTS: usize = 1000;
+const GROWTH_IN_FLIGHT: usize = 10;
 
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
@@ -61,22 +70,21 @@ fn main() {
     };
     tch::set_num_threads(options.threads);
     tch::manual_seed(0);
-    // Keep the server's start line, not a line per request.
+    // Keep the servers' start lines, not a line per request.
     std::env::set_var("ROBUSTD_TEST_SERVER_LOG", "warn,robustd=info");
-    let bench = Bench::set_up(options);
-    bench.print_header();
 
-    let mut bench = bench;
+    let mut bench = Bench::set_up(options);
     let timings = bench.time_cases();
     let accuracy = bench.accuracy_objective();
     let batching = bench.batching();
     let memory = bench.memory();
 
-    print_cases(&bench.cases, &timings);
-    accuracy.print();
-    batching.print();
-    memory.print();
-    print_targets(&bench.cases, &timings, &accuracy, &batching, &memory);
+    bench.print_header();
+    bench.print_cases(&timings);
+    accuracy.print(STEPS);
+    batching.print(STEPS);
+    memory.print(STEPS);
+    bench.print_targets(&timings, &accuracy, &batching, &memory);
 }
 
 /// What the environment asks for.
@@ -100,7 +108,7 @@ impl Options {
             .or_else(|| std::env::var("ROBUSTD_BENCH_DEVICE").ok())
             .unwrap_or_else(|| "cpu".to_owned());
         let device_name = match wanted.as_str() {
-            "cuda" => "cuda:0".to_owned(),
+            "cuda" | "gpu" => "cuda:0".to_owned(),
             other => other.to_owned(),
         };
         let device = robustd::worker::parse_device(&device_name).expect("a device: cpu or cuda");
@@ -109,24 +117,23 @@ impl Options {
         }
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let number = |name: &str, default: usize| {
-            std::env::var(name)
-                .ok()
-                .map(|v| v.parse().unwrap_or_else(|_| panic!("{name}: a number")))
-                .unwrap_or(default)
+            std::env::var(name).map_or(default, |v| {
+                v.parse()
+                    .unwrap_or_else(|_| panic!("{name}: a number, got {v:?}"))
+            })
         };
         Some(Self {
             device,
             device_name,
-            threads: number("ROBUSTD_BENCH_THREADS", cores) as i32,
+            threads: number("ROBUSTD_BENCH_THREADS", cores).max(1) as i32,
             reps: number("ROBUSTD_BENCH_REPS", 5).max(1),
         })
     }
 }
 
-/// A model under attack with the inputs the benchmark gives it, kept on the host.
+/// A model under attack and the inputs the benchmark gives it, kept on the host.
 struct Subject {
     name: &'static str,
-    card: ModelCard,
     eps: f64,
     /// Inputs [n, ...] in [0, 1] and labels [n].
     x: Tensor,
@@ -137,17 +144,15 @@ struct Subject {
 
 impl Subject {
     fn load(name: &'static str, eps: f64, x: Tensor, y: Tensor, device: Device) -> Self {
-        let models = common::repo_root().join("models");
         let card: ModelCard = serde_json::from_str(
-            &std::fs::read_to_string(models.join(format!("{name}.json"))).expect("card"),
+            &std::fs::read_to_string(Self::path(name, "json")).expect("the model card"),
         )
         .expect("a valid card");
-        let path = models.join(format!("{name}.pt"));
+        let path = Self::path(name, "pt");
         let model = AttackedModel::load(&path, card.clone(), device).expect("load the model");
         let floor = Floor::load(&path, &card, device);
         Self {
             name,
-            card,
             eps,
             x,
             y,
@@ -156,20 +161,19 @@ impl Subject {
         }
     }
 
-    fn model_path(&self) -> PathBuf {
-        common::repo_root().join(format!("models/{}.pt", self.name))
-    }
-
-    fn card_path(&self) -> PathBuf {
-        common::repo_root().join(format!("models/{}.json", self.name))
+    fn path(name: &str, extension: &str) -> PathBuf {
+        common::repo_root().join(format!("models/{name}.{extension}"))
     }
 
     /// The inputs as a safetensors file, for the Python peer.
     fn write_data(&self, folder: &Path) -> PathBuf {
         use safetensors::tensor::TensorView;
-        let x = tensor_bytes(&self.x);
-        let y: Vec<u8> = Vec::<i64>::try_from(&self.y)
-            .expect("labels")
+        use safetensors::Dtype;
+        let x: Vec<u8> = host_f32(&self.x)
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let y: Vec<u8> = host_i64(&self.y)
             .iter()
             .flat_map(|v| v.to_le_bytes())
             .collect();
@@ -177,26 +181,31 @@ impl Subject {
         let views = [
             (
                 "x",
-                TensorView::new(safetensors::Dtype::F32, shape(&self.x), &x).expect("x"),
+                TensorView::new(Dtype::F32, shape(&self.x), &x).expect("x"),
             ),
             (
                 "y",
-                TensorView::new(safetensors::Dtype::I64, shape(&self.y), &y).expect("y"),
+                TensorView::new(Dtype::I64, shape(&self.y), &y).expect("y"),
             ),
         ];
         let path = folder.join(format!("{}.safetensors", self.name));
-        std::fs::write(
-            &path,
-            safetensors::serialize(views, None).expect("serialise"),
-        )
-        .expect("write the inputs");
+        let bytes = safetensors::serialize(views, None).expect("serialise the inputs");
+        std::fs::write(&path, bytes).expect("write the inputs");
         path
     }
-}
 
-fn tensor_bytes(t: &Tensor) -> Vec<u8> {
-    let values = Vec::<f32>::try_from(&t.to_kind(Kind::Float).contiguous().view(-1)).expect("f32");
-    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+    /// A request for sample `i` alone.
+    fn single_request(&self, i: usize, steps: u32) -> AttackRequest {
+        let x = self.x.narrow(0, i as i64, 1);
+        let mut parameters = pgd_parameters(self.eps, steps);
+        parameters["sample_offset"] = json!(i);
+        AttackRequest::new(
+            &host_f32(&x),
+            &x.size(),
+            &host_i64(&self.y.narrow(0, i as i64, 1)),
+            parameters,
+        )
+    }
 }
 
 /// One timed configuration: a subject, a batch size, a step count, how many repetitions.
@@ -205,6 +214,8 @@ struct Case {
     batch: usize,
     steps: u32,
     reps: usize,
+    /// Short enough that each timed run follows an untimed one.
+    cheap: bool,
     /// The first `batch` inputs and labels, on the device.
     x: Tensor,
     y: Tensor,
@@ -213,33 +224,77 @@ struct Case {
     warm_up_request: AttackRequest,
 }
 
+/// The timed cases: both models at every batch size, PGD-20. The cheap ones (single samples,
+/// digits at 32) repeat six times as often, their spread being the widest; the ResNet at batch
+/// 256 on a CPU repeats half as often (at least 3 times), so that a run stays within minutes on
+/// two cores.
+fn cases(subjects: &[Subject], options: &Options) -> Vec<Case> {
+    let mut cases = Vec::new();
+    for (s, subject) in subjects.iter().enumerate() {
+        for batch in BATCHES {
+            let resnet = subject.name == "cifar_resnet";
+            let large = resnet && batch == 256 && options.device == Device::Cpu;
+            let cheap = batch == 1 || (!resnet && batch == 32);
+            let reps = match (cheap, large) {
+                (true, _) => 6 * options.reps,
+                (_, true) => options.reps.div_ceil(2).max(options.reps.min(3)),
+                _ => options.reps,
+            };
+            let x = subject.x.narrow(0, 0, batch as i64);
+            let y = subject.y.narrow(0, 0, batch as i64);
+            let (host_x, host_y) = (host_f32(&x), host_i64(&y));
+            let request = |steps| {
+                let parameters = pgd_parameters(subject.eps, steps);
+                AttackRequest::new(&host_x, &x.size(), &host_y, parameters)
+            };
+            cases.push(Case {
+                subject: s,
+                batch,
+                steps: STEPS,
+                reps,
+                cheap,
+                request: request(STEPS),
+                warm_up_request: request(WARM_UP_STEPS),
+                x: x.to_device(options.device),
+                y: y.to_device(options.device),
+            });
+        }
+    }
+    cases
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Contender {
     Floor,
     Module,
     Server,
+    /// The server with `--max-queue-delay-microseconds 0`, single samples only.
+    ServerNoDelay,
     Torchattacks,
 }
 
-const CONTENDERS: [Contender; 4] = [
+const CONTENDERS: [Contender; 5] = [
     Contender::Floor,
     Contender::Module,
     Contender::Server,
+    Contender::ServerNoDelay,
     Contender::Torchattacks,
 ];
 
 /// Per case, per contender (in `CONTENDERS` order), the time of each repetition.
-type Timings = Vec<[Vec<Duration>; 4]>;
+type Timings = Vec<[Vec<Duration>; 5]>;
 
 struct Bench {
     options: Options,
     subjects: Vec<Subject>,
     cases: Vec<Case>,
     http: Http,
-    /// The server with its default batching settings.
+    /// A server with the default settings.
     server: TestServer,
+    /// A server that does not wait for a batch to fill.
+    server_no_delay: TestServer,
     peer: Result<Peer, String>,
-    _data: TempFolder,
+    _inputs: TempFolder,
 }
 
 impl Bench {
@@ -258,32 +313,25 @@ impl Bench {
         ];
         let cases = cases(&subjects, &options);
 
-        let threads = options.threads.to_string();
-        let server = TestServer::spawn(&[
-            "--devices",
-            &options.device_name,
-            "--worker-threads",
-            &threads,
-        ]);
         let http = Http::new();
-        http.block_on(server.wait_ready("cifar_resnet"));
+        let server = start_server(&http, &options, &[]);
+        let server_no_delay =
+            start_server(&http, &options, &["--max-queue-delay-microseconds", "0"]);
 
-        let data = TempFolder::new();
+        let inputs = TempFolder::new();
+        let root = common::repo_root();
         let mut peer = Peer::start(
-            &common::repo_root(),
+            &root,
             options.threads,
             &options.device_name,
-            graph_optimize(),
+            GRAPH_EXECUTOR_OPTIMIZE,
         );
         if let Ok(peer) = &mut peer {
             for subject in &subjects {
-                let file = subject.write_data(&data.0);
-                peer.load(
-                    subject.name,
-                    &subject.model_path(),
-                    &subject.card_path(),
-                    &file,
-                );
+                let data = subject.write_data(&inputs.0);
+                let model = Subject::path(subject.name, "pt");
+                let card = Subject::path(subject.name, "json");
+                peer.load(subject.name, &model, &card, &data);
             }
         }
         Self {
@@ -292,33 +340,14 @@ impl Bench {
             cases,
             http,
             server,
+            server_no_delay,
             peer,
-            _data: data,
+            _inputs: inputs,
         }
-    }
-
-    fn print_header(&self) {
-        let o = &self.options;
-        println!("robustd attack cost, {}", machine());
-        println!(
-            "device {}, {} libtorch threads per contender, graph executor optimisation {}",
-            o.device_name,
-            o.threads,
-            on_off(graph_optimize())
-        );
-        match &self.peer {
-            Ok(peer) => println!(
-                "torch {}, torchattacks {}",
-                peer.versions["torch"].as_str().unwrap_or("?"),
-                peer.versions["torchattacks"].as_str().unwrap_or("?")
-            ),
-            Err(why) => println!("torchattacks: not measured, {why}"),
-        }
-        println!();
     }
 
     /// Every case, every contender, interleaved: repetition by repetition, case by case, the
-    /// contenders in an order that rotates with the repetition.
+    /// contenders in an order that rotates with the repetition. Warm-up runs first.
     fn time_cases(&mut self) -> Timings {
         for i in 0..self.cases.len() {
             for contender in CONTENDERS {
@@ -328,14 +357,20 @@ impl Bench {
         let mut timings: Timings = self.cases.iter().map(|_| Default::default()).collect();
         let reps = self.cases.iter().map(|c| c.reps).max().unwrap_or(0);
         for rep in 0..reps {
-            for i in 0..self.cases.len() {
+            for (i, times) in timings.iter_mut().enumerate() {
                 if rep >= self.cases[i].reps {
                     continue;
                 }
                 for k in 0..CONTENDERS.len() {
                     let slot = (k + rep) % CONTENDERS.len();
+                    // A short run is timed warm: right after an untimed one, as a busy server
+                    // runs. A process that has idled (and the threads of the one that ran last,
+                    // which spin a while) would cost it milliseconds that a long run absorbs.
+                    if self.cases[i].cheap {
+                        self.run(CONTENDERS[slot], i, false);
+                    }
                     if let Some(time) = self.run(CONTENDERS[slot], i, false) {
-                        timings[i][slot].push(time);
+                        times[slot].push(time);
                     }
                 }
             }
@@ -344,49 +379,50 @@ impl Bench {
         timings
     }
 
-    /// One run of a contender on a case; None when the contender is not available.
+    /// One run of a contender on a case; None when the contender does not run it.
     fn run(&mut self, contender: Contender, case: usize, warm_up: bool) -> Option<Duration> {
         let case = &self.cases[case];
         let subject = &self.subjects[case.subject];
         let steps = if warm_up { WARM_UP_STEPS } else { case.steps };
         let alpha = step_size(subject.eps, steps);
-        let device = self.options.device;
-        let started = std::time::Instant::now();
+        let request = if warm_up {
+            &case.warm_up_request
+        } else {
+            &case.request
+        };
+        let path = format!("/v2/models/{}/attack", subject.name);
         match contender {
             Contender::Floor => {
-                tch::jit::set_graph_executor_optimize(graph_optimize());
+                tch::jit::set_graph_executor_optimize(GRAPH_EXECUTOR_OPTIMIZE);
+                let started = Instant::now();
                 let adv = subject
                     .floor
                     .pgd(&case.x, &case.y, subject.eps, alpha, steps);
-                synchronize(&adv, device);
+                synchronize(&adv, self.options.device);
+                Some(started.elapsed())
             }
             Contender::Module => {
                 let batch = batch(&case.x, &case.y);
                 let plan = pgd_plan(subject.eps, steps, Objective::Loss);
+                let started = Instant::now();
                 evaluate(&subject.model, &batch, &plan, None).expect("the attack runs");
+                Some(started.elapsed())
             }
-            Contender::Server => {
-                let url = self
-                    .server
-                    .url(&format!("/v2/models/{}/attack", subject.name));
-                let request = if warm_up {
-                    &case.warm_up_request
-                } else {
-                    &case.request
-                };
-                return Some(self.http.attack(&url, request));
-            }
+            Contender::Server => Some(self.http.attack(&self.server.url(&path), request)),
+            Contender::ServerNoDelay => (case.batch == 1)
+                .then(|| self.http.attack(&self.server_no_delay.url(&path), request)),
             Contender::Torchattacks => {
                 let peer = self.peer.as_mut().ok()?;
-                return Some(peer.pgd(subject.name, case.batch, subject.eps, alpha, steps));
+                Some(peer.pgd(subject.name, case.batch, subject.eps, alpha, steps))
             }
         }
-        Some(started.elapsed())
     }
 
-    /// Robust accuracy of the natural digits model (PGD-20, eps 0.1, all 360 test digits, in
-    /// batches of at most 256 as an evaluation job cuts them) with the `accuracy` objective,
-    /// against the `loss` objective, which attacks every point every step.
+    /// Robust accuracy of the natural digits model (PGD-20, eps 0.1, all 360 test digits in
+    /// batches of at most 256, as an evaluation job cuts them) with the `accuracy` objective,
+    /// against the `loss` objective, which attacks every point every step. Beside them, the floor
+    /// run the same two ways: its batch cut to the points still unbroken before each step, and
+    /// whole. Each timed run follows an untimed one.
     fn accuracy_objective(&self) -> AccuracyObjective {
         let subject = &self.subjects[0];
         let device = self.options.device;
@@ -395,174 +431,336 @@ impl Bench {
             .step_by(256)
             .map(|start| {
                 let len = (n - start).min(256);
-                let mut b = batch(
-                    &subject.x.narrow(0, start, len).to_device(device),
-                    &subject.y.narrow(0, start, len).to_device(device),
-                );
-                b.sample_ids = (start as u64..(start + len) as u64).collect();
-                b
+                let x = subject.x.narrow(0, start, len).to_device(device);
+                let y = subject.y.narrow(0, start, len).to_device(device);
+                Batch {
+                    sample_ids: (start as u64..(start + len) as u64).collect(),
+                    ..batch(&x, &y)
+                }
             })
             .collect();
-        let run = |objective: Objective| {
+        let evaluate_all = |objective: Objective| -> Vec<Vec<SampleResult>> {
             let plan = pgd_plan(subject.eps, STEPS, objective);
-            let started = std::time::Instant::now();
-            let samples: Vec<SampleResult> = chunks
-                .iter()
-                .flat_map(|b| {
-                    evaluate(&subject.model, b, &plan, None)
-                        .expect("the attack runs")
-                        .samples
-                })
-                .collect();
-            (started.elapsed(), samples)
+            let run = |b: &Batch| evaluate(&subject.model, b, &plan, None).expect("the attack");
+            chunks.iter().map(|b| run(b).samples).collect()
         };
-        run(Objective::Accuracy);
-        run(Objective::Loss);
-        let reps = self.options.reps;
-        let (mut accuracy, mut loss, mut samples) = (Vec::new(), Vec::new(), Vec::new());
-        for rep in 0..reps {
-            let order = if rep % 2 == 0 {
-                [Objective::Accuracy, Objective::Loss]
-            } else {
-                [Objective::Loss, Objective::Accuracy]
-            };
-            for objective in order {
-                let (time, rows) = run(objective);
-                match objective {
-                    Objective::Accuracy => {
-                        accuracy.push(time);
-                        samples = rows;
-                    }
-                    Objective::Loss => loss.push(time),
-                }
+        let samples = evaluate_all(Objective::Accuracy);
+        // Per chunk, the points each step attacks under the `accuracy` objective.
+        let attacked: Vec<Vec<usize>> = samples
+            .iter()
+            .map(|rows| survival(rows, STEPS)[..STEPS as usize].to_vec())
+            .collect();
+        let whole: Vec<Vec<usize>> = chunks
+            .iter()
+            .map(|b| vec![b.sample_ids.len(); STEPS as usize])
+            .collect();
+        let floor = |sizes: &[Vec<usize>]| {
+            tch::jit::set_graph_executor_optimize(GRAPH_EXECUTOR_OPTIMIZE);
+            for (b, sizes) in chunks.iter().zip(sizes) {
+                let Labels::Classes(y) = &b.labels else {
+                    unreachable!("class labels")
+                };
+                let adv = subject.floor.pgd_shrinking(
+                    &b.x,
+                    y,
+                    subject.eps,
+                    step_size(subject.eps, STEPS),
+                    sizes,
+                );
+                synchronize(&adv, device);
+            }
+        };
+        let ways: [&dyn Fn(); 4] = [
+            &|| drop(evaluate_all(Objective::Accuracy)),
+            &|| drop(evaluate_all(Objective::Loss)),
+            &|| floor(&attacked),
+            &|| floor(&whole),
+        ];
+        let mut times: [Vec<Duration>; 4] = Default::default();
+        for rep in 0..3 * self.options.reps {
+            for k in 0..ways.len() {
+                let way = (k + rep) % ways.len();
+                ways[way]();
+                let started = Instant::now();
+                ways[way]();
+                times[way].push(started.elapsed());
             }
         }
+        let samples: Vec<SampleResult> = samples.into_iter().flatten().collect();
         AccuracyObjective {
-            ratio: Spread::ratios(&accuracy, &loss),
+            ratio: Spread::ratios(&times[0], &times[1]).expect("timed runs"),
+            floor_ratio: Spread::ratios(&times[2], &times[3]).expect("timed runs"),
             survival: survival(&samples, STEPS),
             n: samples.len(),
             robust: samples.iter().filter(|s| s.robust == Some(true)).count(),
         }
     }
 
-    /// 64 concurrent single-sample PGD-20 requests on digits_cnn: the default server against one
-    /// with batching off (`--max-batch-size 1`), round by round.
+    /// Concurrent single-sample PGD-20 requests on digits_cnn, round by round: the default
+    /// server, one whose batches wait for 64 requests or 2 ms (`--max-batch-size 64
+    /// --max-queue-delay-microseconds 2000`), and one with batching off (`--max-batch-size 1`).
     fn batching(&self) -> Batching {
-        let threads = self.options.threads.to_string();
-        let off = TestServer::spawn(&[
-            "--devices",
-            &self.options.device_name,
-            "--worker-threads",
-            &threads,
-            "--max-batch-size",
-            "1",
-        ]);
-        self.http.block_on(off.wait_ready("digits_cnn"));
+        let sized = start_server(
+            &self.http,
+            &self.options,
+            &[
+                "--max-batch-size",
+                "64",
+                "--max-queue-delay-microseconds",
+                "2000",
+            ],
+        );
+        let off = start_server(&self.http, &self.options, &["--max-batch-size", "1"]);
         let subject = &self.subjects[0];
         let requests: Vec<AttackRequest> = (0..BATCHING_REQUESTS)
-            .map(|i| single_request(subject, i, STEPS))
+            .map(|i| subject.single_request(i, STEPS))
             .collect();
-        let url = |s: &TestServer| s.url("/v2/models/digits_cnn/attack");
-        self.http.concurrent(&url(&self.server), &requests);
-        self.http.concurrent(&url(&off), &requests);
-        let (mut on_times, mut off_times) = (Vec::new(), Vec::new());
-        for _ in 0..self.options.reps {
-            on_times.push(self.http.concurrent(&url(&self.server), &requests));
-            off_times.push(self.http.concurrent(&url(&off), &requests));
+        let path = "/v2/models/digits_cnn/attack";
+        let urls = [self.server.url(path), sized.url(path), off.url(path)];
+        let mut times: [Vec<Duration>; 3] = Default::default();
+        for round in 0..=3 * self.options.reps {
+            for (url, times) in urls.iter().zip(&mut times) {
+                let time = self.http.concurrent(url, &requests);
+                // The first round warms the servers up.
+                if round > 0 {
+                    times.push(time);
+                }
+            }
         }
+        let [on, sized, off] = &times;
         Batching {
-            on: Spread::of(&on_times),
-            off: Spread::of(&off_times),
-            speedup: Spread::ratios(&off_times, &on_times),
+            requests: BATCHING_REQUESTS,
+            on: Spread::of(on),
+            sized: Spread::of(sized),
+            off: Spread::of(off),
+            speedup: Spread::ratios(off, on).expect("timed rounds"),
+            sized_speedup: Spread::ratios(off, sized).expect("timed rounds"),
         }
     }
 
     /// Peak resident memory of the server and its worker during one 256-sample PGD-20 on the
-    /// ResNet, then resident memory over 1,000 small requests.
+    /// ResNet, then resident memory over many small requests.
     fn memory(&self) -> Memory {
         let server = self.server.pid();
         let worker = *common::children_of(server)
             .first()
             .expect("the server's worker process");
         let resident = |pid| server::memory(pid, "VmRSS:").unwrap_or(0);
+        let peak = |pid| server::memory(pid, "VmHWM:").unwrap_or(0);
+
+        let resnet = &self.subjects[1];
+        let large = AttackRequest::new(
+            &host_f32(&resnet.x),
+            &resnet.x.size(),
+            &host_i64(&resnet.y),
+            pgd_parameters(resnet.eps, STEPS),
+        );
         let peaks_reset = server::reset_peak(server) && server::reset_peak(worker);
         let before = [resident(server), resident(worker)];
-        let case = self
-            .cases
-            .iter()
-            .find(|c| c.subject == 1 && c.batch == 256)
-            .expect("the ResNet batch-256 case");
-        let resnet_pgd20 = AttackRequest::new(
-            &Vec::<f32>::try_from(&case.x.to_device(Device::Cpu).view(-1)).expect("inputs"),
-            &case.x.size(),
-            &Vec::<i64>::try_from(&case.y.to_device(Device::Cpu)).expect("labels"),
-            pgd_parameters(self.subjects[1].eps, STEPS),
-        );
-        let url = self.server.url("/v2/models/cifar_resnet/attack");
-        self.http.attack(&url, &resnet_pgd20);
-        let peak = |pid| server::memory(pid, "VmHWM:").unwrap_or(0);
+        self.http
+            .attack(&self.server.url("/v2/models/cifar_resnet/attack"), &large);
         let peaks = [peak(server), peak(worker)];
 
-        let subject = &self.subjects[0];
+        let digits = &self.subjects[0];
+        let samples = digits.x.size()[0] as usize;
         let requests: Vec<AttackRequest> = (0..GROWTH_REQUESTS)
-            .map(|i| single_request(subject, i % subject.x.size()[0] as usize, 5))
+            .map(|i| digits.single_request(i % samples, 5))
             .collect();
         let mut series = Vec::new();
         let url = self.server.url("/v2/models/digits_cnn/attack");
-        self.http.stream(&url, &requests, 8, 100, |done| {
-            series.push((done, resident(server), resident(worker)));
-        });
+        self.http
+            .stream(&url, &requests, GROWTH_IN_FLIGHT, 100, |done| {
+                series.push((done, resident(server), resident(worker)));
+            });
         Memory {
             peaks_reset,
             before,
             peaks,
             series,
+            requests: GROWTH_REQUESTS,
         }
+    }
+
+    fn print_header(&self) {
+        let o = &self.options;
+        println!();
+        println!("robustd attack cost: {}", report::machine());
+        let peer = match &self.peer {
+            Ok(peer) => format!(
+                "torch {}, torchattacks {}",
+                peer.versions["torch"].as_str().unwrap_or("?"),
+                peer.versions["torchattacks"].as_str().unwrap_or("?")
+            ),
+            Err(why) => format!("torchattacks not measured: {why}"),
+        };
+        println!(
+            "device {}, {} libtorch threads for every contender, graph executor optimisation {}; {peer}",
+            o.device_name,
+            o.threads,
+            if GRAPH_EXECUTOR_OPTIMIZE { "on" } else { "off" },
+        );
+        println!();
+    }
+
+    fn print_cases(&self, timings: &Timings) {
+        println!(
+            "PGD-K Linf, random start, every point every step (eps 0.1 digits, 8/255 ResNet)."
+        );
+        println!(
+            "The floor's time in ms, then ratios of paired runs (the same repetition): median and"
+        );
+        println!("interquartile range over the repetitions (min-max below 5 repetitions).");
+        println!();
+        let name = |c: &Case| self.subjects[c.subject].name.to_owned();
+        let rows: Vec<Vec<String>> = self
+            .cases
+            .iter()
+            .zip(timings)
+            .map(|(c, [floor, module, server, no_delay, peer])| {
+                vec![
+                    name(c),
+                    c.batch.to_string(),
+                    c.steps.to_string(),
+                    c.reps.to_string(),
+                    Spread::of(floor).ms_text(),
+                    ratio_text(Spread::ratios(module, floor)),
+                    ratio_text(Spread::ratios(server, floor)),
+                    ratio_text(Spread::ratios(no_delay, floor)),
+                    ratio_text(Spread::ratios(peer, floor)),
+                ]
+            })
+            .collect();
+        println!("ratio to the floor");
+        print_table(
+            &[
+                "model",
+                "batch",
+                "steps",
+                "reps",
+                "floor ms",
+                "module",
+                "server",
+                "server, no queue delay",
+                "torchattacks",
+            ],
+            &rows,
+        );
+        let rows: Vec<Vec<String>> = self
+            .cases
+            .iter()
+            .zip(timings)
+            .map(|(c, [_, module, server, no_delay, peer])| {
+                vec![
+                    name(c),
+                    c.batch.to_string(),
+                    ratio_text(Spread::ratios(module, peer)),
+                    ratio_text(Spread::ratios(server, peer)),
+                    ratio_text(Spread::ratios(no_delay, peer)),
+                ]
+            })
+            .collect();
+        println!("ratio to torchattacks");
+        print_table(
+            &[
+                "model",
+                "batch",
+                "module",
+                "server",
+                "server, no queue delay",
+            ],
+            &rows,
+        );
+    }
+
+    fn print_targets(
+        &self,
+        timings: &Timings,
+        accuracy: &AccuracyObjective,
+        batching: &Batching,
+        memory: &Memory,
+    ) {
+        println!("targets:");
+        let median = |i: usize, a: usize, b: usize| {
+            Spread::ratios(&timings[i][a], &timings[i][b]).map(|r| r.median)
+        };
+        let label = |i: usize| {
+            let c = &self.cases[i];
+            format!("{} batch {}", self.subjects[c.subject].name, c.batch)
+        };
+        let module: Vec<String> = (0..self.cases.len())
+            .filter_map(|i| median(i, 1, 0).map(|r| format!("{r:.3}")))
+            .collect();
+        let worst = (0..self.cases.len())
+            .filter_map(|i| median(i, 1, 0))
+            .fold(0.0, f64::max);
+        print_target(
+            worst <= 1.05,
+            "attack module <= 1.05x the floor at every batch size",
+            &module.join(", "),
+        );
+        for (batch, limit) in [(256, 1.15), (1, 1.5)] {
+            for i in (0..self.cases.len()).filter(|&i| self.cases[i].batch == batch) {
+                let Some(r) = median(i, 2, 0) else { continue };
+                let without_delay = median(i, 3, 0)
+                    .map(|r| format!(" (without the queue delay: {r:.3})"))
+                    .unwrap_or_default();
+                print_target(
+                    r <= limit,
+                    &format!(
+                        "whole server <= {limit}x the floor, one request, {}",
+                        label(i)
+                    ),
+                    &format!("{r:.3}{without_delay}"),
+                );
+            }
+        }
+        let ideal = accuracy.ideal();
+        print_target(
+            accuracy.ratio.median <= ideal + 0.05,
+            &format!("accuracy objective <= ideal + 0.05 = {:.3}", ideal + 0.05),
+            &format!("{:.3}", accuracy.ratio.median),
+        );
+        print_target(
+            batching.speedup.median >= 5.0,
+            &format!(
+                "{} concurrent single-sample requests, batching >= 5x the throughput without",
+                batching.requests
+            ),
+            &format!(
+                "{:.2}x (batches of up to 64 waiting up to 2 ms: {:.2}x)",
+                batching.speedup.median, batching.sized_speedup.median
+            ),
+        );
+        let [server, worker] = memory.growth();
+        let limit = 4 << 20;
+        print_target(
+            server <= limit && worker <= limit,
+            &format!(
+                "no memory growth over {} requests (at most 4 MiB from request 200 on)",
+                memory.requests
+            ),
+            &format!(
+                "server {:+.1} MiB, worker {:+.1} MiB",
+                report::mib(server),
+                report::mib(worker)
+            ),
+        );
     }
 }
 
-const BATCHING_REQUESTS: usize = 64;
-const GROWTH_REQUESTS: usize = 1000;
-
-/// The timed cases: both models at every batch size, PGD-20; the ResNet at batch 256 with fewer
-/// repetitions and steps, so that the run stays within minutes on two cores.
-fn cases(subjects: &[Subject], options: &Options) -> Vec<Case> {
-    let mut cases = Vec::new();
-    for (s, subject) in subjects.iter().enumerate() {
-        for batch in BATCHES {
-            let large =
-                subject.name == "cifar_resnet" && batch == 256 && options.device == Device::Cpu;
-            let steps = if large { 10 } else { STEPS };
-            let reps = if large {
-                options.reps.div_ceil(2).max(3).min(options.reps)
-            } else {
-                options.reps
-            };
-            let x = subject.x.narrow(0, 0, batch as i64);
-            let y = subject.y.narrow(0, 0, batch as i64);
-            let host_x = Vec::<f32>::try_from(&x.contiguous().view(-1)).expect("inputs");
-            let host_y = Vec::<i64>::try_from(&y).expect("labels");
-            let request = |steps| {
-                AttackRequest::new(
-                    &host_x,
-                    &x.size(),
-                    &host_y,
-                    pgd_parameters(subject.eps, steps),
-                )
-            };
-            cases.push(Case {
-                subject: s,
-                batch,
-                steps,
-                reps,
-                request: request(steps),
-                warm_up_request: request(WARM_UP_STEPS),
-                x: x.to_device(options.device),
-                y: y.to_device(options.device),
-            });
-        }
-    }
-    cases
+/// Starts a server on the shipped models with the benchmark's device and thread count.
+fn start_server(http: &Http, options: &Options, extra: &[&str]) -> TestServer {
+    let threads = options.threads.to_string();
+    let mut args = vec![
+        "--devices",
+        &options.device_name,
+        "--worker-threads",
+        &threads,
+    ];
+    args.extend_from_slice(extra);
+    let server = TestServer::spawn(&args);
+    http.block_on(server.wait_ready("cifar_resnet"));
+    server
 }
 
 /// robustd's default PGD step size.
@@ -570,34 +768,21 @@ fn step_size(eps: f64, steps: u32) -> f64 {
     2.5 * eps / f64::from(steps)
 }
 
-fn pgd_settings(eps: f64, steps: u32) -> AttackSettings {
-    AttackSettings {
+fn pgd_plan(eps: f64, steps: u32, objective: Objective) -> AttackPlan {
+    let settings = AttackSettings {
         step_size: Some(step_size(eps, steps)),
         random_start: true,
         ..AttackSettings::new(Method::Pgd, Norm::Linf, eps, steps)
-    }
+    };
+    AttackPlan::single(settings, objective, 0)
 }
 
-fn pgd_plan(eps: f64, steps: u32, objective: Objective) -> AttackPlan {
-    AttackPlan::single(pgd_settings(eps, steps), objective, 0)
-}
-
-/// The same attack as the request's parameters, every point every step.
+/// The same attack as request parameters: every point every step.
 fn pgd_parameters(eps: f64, steps: u32) -> Value {
     json!({
         "attack": "pgd", "norm": "linf", "eps": eps, "steps": steps,
         "step_size": step_size(eps, steps), "random_start": true, "objective": "loss", "seed": 0,
     })
-}
-
-/// A request for digits sample `i` alone.
-fn single_request(subject: &Subject, i: usize, steps: u32) -> AttackRequest {
-    let x = subject.x.narrow(0, i as i64, 1);
-    let host_x = Vec::<f32>::try_from(&x.contiguous().view(-1)).expect("inputs");
-    let y = Vec::<i64>::try_from(&subject.y.narrow(0, i as i64, 1)).expect("labels");
-    let mut parameters = pgd_parameters(subject.eps, steps);
-    parameters["sample_offset"] = json!(i);
-    AttackRequest::new(&host_x, &x.size(), &y, parameters)
 }
 
 fn batch(x: &Tensor, y: &Tensor) -> Batch {
@@ -609,7 +794,16 @@ fn batch(x: &Tensor, y: &Tensor) -> Batch {
     }
 }
 
-/// Waits for the device to finish `t`.
+fn host_f32(t: &Tensor) -> Vec<f32> {
+    let flat = t.to_device(Device::Cpu).contiguous().view(-1);
+    Vec::<f32>::try_from(&flat).expect("float values")
+}
+
+fn host_i64(t: &Tensor) -> Vec<i64> {
+    Vec::<i64>::try_from(&t.to_device(Device::Cpu)).expect("integer values")
+}
+
+/// Waits for the device to finish the work behind `t`.
 fn synchronize(t: &Tensor, device: Device) {
     if let Device::Cuda(i) = device {
         tch::Cuda::synchronize(i as i64);
@@ -617,7 +811,8 @@ fn synchronize(t: &Tensor, device: Device) {
     let _ = t.size();
 }
 
-/// Points still unbroken (correct at every iterate so far) after each iterate 0..=steps.
+/// Points still unbroken (correctly classified at every iterate so far) after each iterate
+/// 0..=steps.
 fn survival(samples: &[SampleResult], steps: u32) -> Vec<usize> {
     (0..=steps)
         .map(|s| {
@@ -628,295 +823,6 @@ fn survival(samples: &[SampleResult], steps: u32) -> Vec<usize> {
                 .count()
         })
         .collect()
-}
-
-/// Median and range of a set of figures.
-#[derive(Clone, Copy, Debug)]
-struct Spread {
-    median: f64,
-    min: f64,
-    max: f64,
-}
-
-impl Spread {
-    fn new(mut values: Vec<f64>) -> Self {
-        values.sort_by(f64::total_cmp);
-        let n = values.len();
-        let median = if n % 2 == 1 {
-            values[n / 2]
-        } else {
-            (values[n / 2 - 1] + values[n / 2]) / 2.0
-        };
-        Self {
-            median,
-            min: values[0],
-            max: values[n - 1],
-        }
-    }
-
-    /// Seconds.
-    fn of(times: &[Duration]) -> Self {
-        Self::new(times.iter().map(Duration::as_secs_f64).collect())
-    }
-
-    /// The ratio of paired runs, repetition by repetition.
-    fn ratios(a: &[Duration], b: &[Duration]) -> Self {
-        Self::new(
-            a.iter()
-                .zip(b)
-                .map(|(a, b)| a.as_secs_f64() / b.as_secs_f64())
-                .collect(),
-        )
-    }
-
-    fn ratio_text(&self) -> String {
-        format!("{:.2} ({:.2}-{:.2})", self.median, self.min, self.max)
-    }
-
-    fn ms_text(&self) -> String {
-        format!(
-            "{:.1} ({:.1}-{:.1})",
-            self.median * 1e3,
-            self.min * 1e3,
-            self.max * 1e3
-        )
-    }
-}
-
-fn print_cases(cases: &[Case], timings: &Timings) {
-    println!(
-        "PGD-K Linf, random start, every point every step; time of the floor in ms and ratios"
-    );
-    println!("of paired runs: median (min-max) over the repetitions");
-    println!();
-    println!(
-        "{:<13} {:>5} {:>5} {:>4}  {:<24} {:<18} {:<18} {:<18} {:<18}",
-        "model",
-        "batch",
-        "steps",
-        "reps",
-        "floor ms",
-        "module / floor",
-        "server / floor",
-        "torchattacks / floor",
-        "module / torchattacks"
-    );
-    for (case, times) in cases.iter().zip(timings) {
-        let [floor, module, server, peer] = times;
-        let ratio = |a: &[Duration], b: &[Duration]| {
-            if a.is_empty() || b.is_empty() {
-                "n/a".to_owned()
-            } else {
-                Spread::ratios(a, b).ratio_text()
-            }
-        };
-        println!(
-            "{:<13} {:>5} {:>5} {:>4}  {:<24} {:<18} {:<18} {:<20} {:<18}",
-            SUBJECT_NAMES[case.subject],
-            case.batch,
-            case.steps,
-            case.reps,
-            Spread::of(floor).ms_text(),
-            ratio(module, floor),
-            ratio(server, floor),
-            ratio(peer, floor),
-            ratio(module, peer),
-        );
-    }
-    println!();
-}
-
-const SUBJECT_NAMES: [&str; 2] = ["digits_cnn", "cifar_resnet"];
-
-struct AccuracyObjective {
-    ratio: Spread,
-    survival: Vec<usize>,
-    n: usize,
-    robust: usize,
-}
-
-impl AccuracyObjective {
-    /// The cost of the `accuracy` objective if a step cost exactly its unbroken points: the sum
-    /// over the gradient steps of the points still unbroken, over points x steps.
-    fn ideal(&self) -> f64 {
-        let steps = self.survival.len() - 1;
-        let attacked: usize = self.survival[..steps].iter().sum();
-        attacked as f64 / (self.n * steps) as f64
-    }
-
-    fn print(&self) {
-        println!(
-            "accuracy objective, digits_cnn, {} test digits, PGD-{STEPS} eps 0.1 (batches of at most 256):",
-            self.n
-        );
-        println!(
-            "  cost / every point every step: {}; ideal {:.3}; robust accuracy {:.2}%",
-            self.ratio.ratio_text(),
-            self.ideal(),
-            100.0 * self.robust as f64 / self.n as f64
-        );
-        let curve: Vec<String> = self.survival.iter().map(usize::to_string).collect();
-        println!("  unbroken after iterate 0..={STEPS}: {}", curve.join(" "));
-        println!();
-    }
-}
-
-struct Batching {
-    on: Spread,
-    off: Spread,
-    speedup: Spread,
-}
-
-impl Batching {
-    fn print(&self) {
-        println!(
-            "batching, {BATCHING_REQUESTS} concurrent single-sample PGD-{STEPS} requests on digits_cnn:"
-        );
-        println!(
-            "  on (defaults) {} ms, off (--max-batch-size 1) {} ms; throughput on / off: {}",
-            self.on.ms_text(),
-            self.off.ms_text(),
-            self.speedup.ratio_text()
-        );
-        println!();
-    }
-}
-
-struct Memory {
-    peaks_reset: bool,
-    /// Resident bytes of the server and the worker before the large request.
-    before: [u64; 2],
-    peaks: [u64; 2],
-    /// (requests done, server resident bytes, worker resident bytes).
-    series: Vec<(usize, u64, u64)>,
-}
-
-impl Memory {
-    /// Growth of resident memory from the first sample of the series to the last, per process.
-    fn growth(&self) -> [i64; 2] {
-        match (self.series.first(), self.series.last()) {
-            (Some(a), Some(b)) => [b.1 as i64 - a.1 as i64, b.2 as i64 - a.2 as i64],
-            _ => [0, 0],
-        }
-    }
-
-    fn print(&self) {
-        let mib = |b: u64| b as f64 / f64::from(1 << 20);
-        println!(
-            "memory, one 256-sample PGD-{STEPS} on cifar_resnet: peak resident server {:.0} MiB, worker {:.0} MiB (before: {:.0} and {:.0} MiB){}",
-            mib(self.peaks[0]),
-            mib(self.peaks[1]),
-            mib(self.before[0]),
-            mib(self.before[1]),
-            if self.peaks_reset {
-                ""
-            } else {
-                "; peaks since start, they could not be reset"
-            }
-        );
-        let points: Vec<String> = self
-            .series
-            .iter()
-            .map(|(n, s, w)| format!("{n}: {:.1}/{:.1}", mib(*s), mib(*w)))
-            .collect();
-        println!(
-            "  resident MiB server/worker over {GROWTH_REQUESTS} single-sample PGD-5 requests on digits_cnn, 8 at a time:"
-        );
-        println!("  {}", points.join("  "));
-        println!();
-    }
-}
-
-/// The goals, each met or missed, with the figure that decides.
-fn print_targets(
-    cases: &[Case],
-    timings: &Timings,
-    accuracy: &AccuracyObjective,
-    batching: &Batching,
-    memory: &Memory,
-) {
-    println!("targets:");
-    let verdict = |ok: bool| if ok { "met   " } else { "MISSED" };
-    let ratio_of = |i: usize, a: usize, b: usize| {
-        let times = &timings[i];
-        (!times[a].is_empty() && !times[b].is_empty())
-            .then(|| Spread::ratios(&times[a], &times[b]).median)
-    };
-    let worst_module = (0..cases.len())
-        .filter_map(|i| ratio_of(i, 1, 0).map(|r| (r, i)))
-        .max_by(|a, b| a.0.total_cmp(&b.0));
-    if let Some((r, i)) = worst_module {
-        println!(
-            "  {} attack module <= 1.05x the floor at every batch size (worst: {r:.2}, {} batch {})",
-            verdict(r <= 1.05),
-            SUBJECT_NAMES[cases[i].subject],
-            cases[i].batch
-        );
-    }
-    for (batch, limit) in [(256, 1.15), (1, 1.5)] {
-        for (i, case) in cases.iter().enumerate().filter(|(_, c)| c.batch == batch) {
-            if let Some(r) = ratio_of(i, 2, 0) {
-                println!(
-                    "  {} whole server <= {limit}x the floor, one batch-{batch} request, {}: {r:.2}",
-                    verdict(r <= limit),
-                    SUBJECT_NAMES[case.subject]
-                );
-            }
-        }
-    }
-    let ideal = accuracy.ideal();
-    println!(
-        "  {} accuracy objective <= ideal + 0.05 ({:.3}): {:.3}",
-        verdict(accuracy.ratio.median <= ideal + 0.05),
-        ideal + 0.05,
-        accuracy.ratio.median
-    );
-    println!(
-        "  {} batching on >= 5x the throughput of batching off: {:.1}x",
-        verdict(batching.speedup.median >= 5.0),
-        batching.speedup.median
-    );
-    let [server, worker] = memory.growth();
-    let limit = 4 << 20;
-    println!(
-        "  {} no memory growth over {GROWTH_REQUESTS} requests (<= 4 MiB each): server {:+.1} MiB, worker {:+.1} MiB",
-        verdict(server <= limit && worker <= limit),
-        server as f64 / f64::from(1 << 20),
-        worker as f64 / f64::from(1 << 20)
-    );
-}
-
-fn graph_optimize() -> bool {
-    std::env::var("ROBUSTD_BENCH_OPTIMIZE").map_or(true, |v| v != "0")
-}
-
-fn on_off(b: bool) -> &'static str {
-    if b {
-        "on"
-    } else {
-        "off"
-    }
-}
-
-/// The CPU model, the core count and today's date.
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".to_owned());
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let date = std::process::Command::new("date")
-        .arg("+%Y-%m-%d")
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_default();
-    format!("{cpu}, {cores} cores, {date}")
 }
 
 /// A folder for the Python peer's inputs, removed at the end.

@@ -80,7 +80,8 @@ impl Http {
         })
     }
 
-    /// Sends `requests`, at most `in_flight` at a time, calling `every` after each `period`.
+    /// Sends `requests` in groups of `in_flight` at a time, calling `every` with the number done
+    /// each time that number passes a multiple of `period`.
     pub fn stream(
         &self,
         url: &str,
@@ -90,11 +91,13 @@ impl Http {
         mut every: impl FnMut(usize),
     ) {
         self.block_on(async {
-            for (i, chunk) in requests.chunks(in_flight).enumerate() {
-                let calls = chunk.iter().map(|r| send(&self.client, url, r));
+            let mut done = 0;
+            for group in requests.chunks(in_flight) {
+                let calls = group.iter().map(|r| send(&self.client, url, r));
                 futures_util::future::join_all(calls).await;
-                let done = (i + 1) * in_flight;
-                if done % period == 0 {
+                let before = done;
+                done += group.len();
+                if done / period > before / period {
                     every(done);
                 }
             }

@@ -21,7 +21,7 @@ pub mod spec;
 pub mod stream;
 mod tracker;
 
-pub use model::{AttackedModel, ModelFileError};
+pub use model::{AttackedModel, ModelFileError, GRAPH_EXECUTOR_OPTIMIZE};
 pub use probe::Labels;
 pub use run::{evaluate, Batch, Evaluation};
 pub use spec::{AttackPlan, AttackSettings, LossKind, Method, Norm, Objective, SampleResult};

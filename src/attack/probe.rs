@@ -99,14 +99,14 @@ pub fn probe(
         }
         let total = attack_loss.f_sum(Kind::Float)?;
         let grad = Tensor::f_run_backward(&[total], &[&input], false, false)?.remove(0);
-        let peak = Vec::<f32>::try_from(
-            &grad
-                .f_reshape([batch as i64, -1])?
-                .f_abs()?
-                .f_amax([1i64].as_slice(), false)?,
-        )?;
-        let zero = peak.iter().map(|&m| m == 0.0).collect();
-        let nan = peak.iter().map(|m| m.is_nan()).collect();
+        // Each sample's least and greatest entry, in one pass: its gradient is all zero when
+        // both are zero, and holds NaN when they are NaN (min and max propagate it).
+        let (least, greatest) = grad.f_reshape([batch as i64, -1])?.f_aminmax(1, false)?;
+        let least = Vec::<f32>::try_from(&least)?;
+        let greatest = Vec::<f32>::try_from(&greatest)?;
+        let bounds = || least.iter().zip(&greatest);
+        let zero = bounds().map(|(&l, &g)| l == 0.0 && g == 0.0).collect();
+        let nan = bounds().map(|(l, g)| l.is_nan() || g.is_nan()).collect();
         (Some(grad), zero, nan)
     } else {
         (None, vec![false; batch], vec![false; batch])
