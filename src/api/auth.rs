@@ -47,6 +47,24 @@ pub struct Token {
 }
 
 impl Token {
+    fn new(secret: &str, scope: Scope, field: &str) -> Result<Self, String> {
+        if secret.len() < MIN_TOKEN_LEN {
+            return Err(format!(
+                "{field}: a token must hold at least {MIN_TOKEN_LEN} characters, got {}",
+                secret.len()
+            ));
+        }
+        if secret.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(format!(
+                "{field}: a token must not hold spaces or control characters"
+            ));
+        }
+        Ok(Self {
+            digest: Sha256::digest(secret.as_bytes()).into(),
+            scope,
+        })
+    }
+
     /// A name for logs and quotas: the scope and the first 8 hex digits of the token's sha256.
     pub fn fingerprint(&self) -> String {
         format!(
@@ -152,26 +170,6 @@ impl Tokens {
             }
         }
         found
-    }
-}
-
-impl Token {
-    fn new(secret: &str, scope: Scope, field: &str) -> Result<Self, String> {
-        if secret.len() < MIN_TOKEN_LEN {
-            return Err(format!(
-                "{field}: a token must hold at least {MIN_TOKEN_LEN} characters, got {}",
-                secret.len()
-            ));
-        }
-        if secret.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(format!(
-                "{field}: a token must not hold spaces or control characters"
-            ));
-        }
-        Ok(Self {
-            digest: Sha256::digest(secret.as_bytes()).into(),
-            scope,
-        })
     }
 }
 

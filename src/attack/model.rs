@@ -43,6 +43,14 @@ impl AttackedModel {
     pub fn load(path: &Path, card: ModelCard, device: Device) -> Result<Self, ModelFileError> {
         let shown = path.display().to_string();
         check_archive(path, &shown)?;
+        // The setting is per thread: set once here, on the thread that loads and then runs the
+        // model (the worker's one thread), rather than before every forward pass of every step.
+        tch::jit::f_set_graph_executor_optimize(GRAPH_EXECUTOR_OPTIMIZE).map_err(|e| {
+            ModelFileError::Load {
+                path: shown.clone(),
+                message: first_line(&e),
+            }
+        })?;
         let mut module =
             CModule::load_on_device(path, device).map_err(|e| ModelFileError::Load {
                 path: shown.clone(),
@@ -97,7 +105,6 @@ impl AttackedModel {
             Some((mean, std)) => x.f_sub(mean)?.f_div(std)?,
             None => x.shallow_clone(),
         };
-        tch::jit::f_set_graph_executor_optimize(GRAPH_EXECUTOR_OPTIMIZE)?;
         let output = self.module.forward_ts(&[input])?;
         self.check_output(&output, x.size()[0])?;
         Ok(output.f_to_kind(Kind::Float)?)
