@@ -81,6 +81,20 @@ async fn concurrent_requests_merge_into_fewer_batches_and_each_caller_gets_its_o
         .json()
         .await
         .unwrap();
+    // A lone request waits the delay for others once; the report's checks, which run after
+    // the attack as parts of the same request, do not wait again.
+    let lone: Value = client
+        .post(&attack_url)
+        .json(&pgd_request(&digits, 0..1, 10))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let timings = &lone["report"]["timings"];
+    assert!(timings["attack_ms"].as_u64().unwrap() >= 200, "{timings}");
+    assert!(timings["checks_ms"].as_u64().unwrap() < 200, "{timings}");
     let batches_before = metric(&server, "robustd_batches_total").await;
 
     // 32 single-sample requests at once.
@@ -198,7 +212,7 @@ async fn a_full_queue_answers_503_with_retry_after() {
         async move {
             client
                 .post(url)
-                .timeout(Duration::from_secs(3))
+                .timeout(Duration::from_secs(60))
                 .json(&long_request(2000))
                 .send()
                 .await
@@ -215,7 +229,7 @@ async fn a_full_queue_answers_503_with_retry_after() {
         async move {
             client
                 .post(url)
-                .timeout(Duration::from_secs(3))
+                .timeout(Duration::from_secs(60))
                 .json(&body)
                 .send()
                 .await

@@ -84,7 +84,7 @@ pub async fn attack(
     let runs = spec.attack_works(&model, &inputs);
     let results = join_all(runs.into_iter().map(|(eps, work)| {
         let pool = state.pool.clone();
-        async move { (eps, pool.submit(work).await) }
+        async move { (eps, pool.submit_since(work, started).await) }
     }))
     .await;
     let mut per_eps = Vec::with_capacity(results.len());
@@ -97,18 +97,21 @@ pub async fn attack(
     let adversarial = adversarial.expect("a plan runs at least once");
     let attack_ms = started.elapsed().as_millis() as u64;
 
+    // The checks are later parts of the same request: they wait for no batching delay again.
     let checks_started = std::time::Instant::now();
     let works = spec.check_works(&model, &inputs, card, state.config.max_batch_size);
     let pool = &state.pool;
     let extra_run = |work: Option<Work>| async move {
         match work {
             None => Ok(None),
-            Some(work) => attacked(pool.submit(work).await?).map(|(rows, _)| Some(rows)),
+            Some(work) => {
+                attacked(pool.submit_since(work, started).await?).map(|(rows, _)| Some(rows))
+            }
         }
     };
     let unbounded_eps = works.unbounded.as_ref().map_or(0.0, |(eps, _)| *eps);
     let (probe, single_step, noise, unbounded) = tokio::join!(
-        pool.submit(works.probe),
+        pool.submit_since(works.probe, started),
         extra_run(works.single_step),
         extra_run(works.noise),
         extra_run(works.unbounded.map(|(_, w)| w)),

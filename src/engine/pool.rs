@@ -74,6 +74,8 @@ struct Pending {
     reply: oneshot::Sender<Answer>,
     /// Runs that ended with the worker dying.
     crashes: u8,
+    /// When it joined the queue (its `arrived` may be earlier: see [`Pool::submit_since`]).
+    queued: Instant,
 }
 
 struct Shared {
@@ -170,6 +172,13 @@ impl WorkerPool {
     /// it is skipped if still queued, and a running batch of only abandoned requests is
     /// cancelled between two attack steps.
     pub async fn submit(&self, work: Work) -> Answer {
+        self.submit_since(work, Instant::now()).await
+    }
+
+    /// [`Pool::submit`] for a later part of a request that arrived at `arrived`: the batching
+    /// delay counts from then, so a request whose parts run one after another waits for others
+    /// to join it once, not once per part.
+    pub async fn submit_since(&self, work: Work, arrived: Instant) -> Answer {
         if self.shared.closed.load(Ordering::SeqCst) {
             return Err(EngineError::ShuttingDown);
         }
@@ -177,11 +186,12 @@ impl WorkerPool {
         let queued = Queued {
             key: work.batch_key(),
             samples: work.samples(),
-            arrived: Instant::now(),
+            arrived,
             item: Pending {
                 work,
                 reply,
                 crashes: 0,
+                queued: Instant::now(),
             },
         };
         let depth = {
@@ -271,7 +281,7 @@ impl Slot {
         for queued in &batch {
             metrics
                 .queue_seconds
-                .observe((started - queued.arrived).as_secs_f64());
+                .observe((started - queued.item.queued).as_secs_f64());
         }
         metrics.batch_size.observe(samples as f64);
         metrics.batches.inc();
