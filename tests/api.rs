@@ -209,27 +209,11 @@ async fn read_events(response: reqwest::Response) -> Vec<(Option<u64>, String, V
         .collect()
 }
 
-async fn wait_for_status(
-    client: &reqwest::Client,
-    server: &TestServer,
-    id: &str,
-    status: &str,
-) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let job: Value = client
-            .get(server.url(&format!("/v2/evaluations/{id}")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if job["status"] == status || Instant::now() > deadline {
-            return job;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+/// Waits until evaluation `id` has `status`.
+async fn wait_for_status(server: &TestServer, id: &str, status: &str) -> Value {
+    server
+        .wait_for_job(id, Duration::from_secs(120), |job| job["status"] == status)
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -296,14 +280,7 @@ async fn an_evaluation_job_streams_progress_resumes_events_and_serves_its_exampl
     let ids: Vec<u64> = resumed.iter().map(|(id, _, _)| id.unwrap()).collect();
     assert_eq!(ids, [5, 6]);
 
-    let job: Value = client
-        .get(server.url(&location))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let job: Value = server.get_json(&location).await;
     assert_eq!(job["status"], "succeeded");
     let report = &job["report"];
     assert_eq!(report["summary"]["n"], 96);
@@ -401,7 +378,7 @@ async fn a_cancelled_job_stops_within_an_attack_step() {
     assert_eq!(response.status(), 202);
     let job: Value = response.json().await.unwrap();
     let id = job["id"].as_str().unwrap().to_owned();
-    wait_for_status(&client, &server, &id, "running").await;
+    wait_for_status(&server, &id, "running").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let response = client
@@ -410,7 +387,7 @@ async fn a_cancelled_job_stops_within_an_attack_step() {
         .await
         .unwrap();
     assert_eq!(response.status(), 202);
-    let job = wait_for_status(&client, &server, &id, "cancelled").await;
+    let job = wait_for_status(&server, &id, "cancelled").await;
     assert_eq!(job["status"], "cancelled", "{job}");
     // The worker stopped the batch between two steps (not by being killed) and is free again.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -488,14 +465,7 @@ async fn data_sets_upload_as_safetensors_or_npy_and_evaluate_by_name() {
         .unwrap();
     assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
 
-    let list: Value = client
-        .get(server.url("/v2/datasets"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = server.get_json("/v2/datasets").await;
     let names: Vec<&str> = list
         .as_array()
         .unwrap()
@@ -515,7 +485,7 @@ async fn data_sets_upload_as_safetensors_or_npy_and_evaluate_by_name() {
             .json()
             .await
             .unwrap();
-        let job = wait_for_status(&client, &server, job["id"].as_str().unwrap(), "succeeded").await;
+        let job = wait_for_status(&server, job["id"].as_str().unwrap(), "succeeded").await;
         assert_eq!(job["report"]["summary"]["n"], 20);
         verdicts.push(job["report"]["samples"].clone());
     }
@@ -631,24 +601,8 @@ async fn models_upload_through_triton_load_or_a_raw_stream_and_only_with_the_adm
     let a: Value = infer("streamed").await.unwrap().json().await.unwrap();
     let b: Value = infer("digits_cnn_at").await.unwrap().json().await.unwrap();
     assert_eq!(a["outputs"][0]["data"], b["outputs"][0]["data"]);
-    let meta_a: Value = client
-        .get(server.url("/v2/models/streamed"))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let meta_b: Value = client
-        .get(server.url("/v2/models/robust_upload"))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let meta_a: Value = server.get_json("/v2/models/streamed").await;
+    let meta_b: Value = server.get_json("/v2/models/robust_upload").await;
     assert_eq!(meta_a["sha256"], meta_b["sha256"]);
 
     // Not a TorchScript archive: refused before libtorch sees it.

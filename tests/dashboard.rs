@@ -296,14 +296,7 @@ async fn the_dashboard_starts_an_evaluation_follows_it_and_shows_its_report() {
     // The models: name, sha256 and the card's clean accuracy, before any evaluation.
     eprintln!("{:?}: models", begun.elapsed());
     browser.goto(&server.url("/")).await;
-    let meta: Value = api
-        .get(server.url("/v2/models/digits_cnn"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let meta: Value = server.get_json("/v2/models/digits_cnn").await;
     let card = browser
         .wait_for(
             "the digits_cnn model card",
@@ -400,14 +393,7 @@ async fn the_dashboard_starts_an_evaluation_follows_it_and_shows_its_report() {
     assert_eq!(text, "40 / 40 samples");
 
     // What the page shows is what the API reports.
-    let job: Value = api
-        .get(server.url(&format!("/v2/evaluations/{id}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let job: Value = server.get_json(&format!("/v2/evaluations/{id}")).await;
     assert_eq!(job["model"], "digits_cnn");
     assert_eq!(job["status"], "succeeded");
     let report = &job["report"];

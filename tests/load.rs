@@ -188,37 +188,20 @@ async fn past_capacity_the_server_sheds_load_answers_every_accepted_request_and_
     let (accepted, told_to_wait) = jobs.await.unwrap();
     assert_eq!(accepted.len(), JOBS);
     assert!(told_to_wait > 0, "the per-token job limit was reached");
-    let deadline = Instant::now() + Duration::from_secs(300);
     for id in &accepted {
-        loop {
-            let job: Value = client
-                .get(server.url(&format!("/v2/evaluations/{id}")))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            if job["status"] == "succeeded" {
-                assert_eq!(job["done"], 20);
-                break;
-            }
-            assert!(
-                ["queued", "running"].contains(&job["status"].as_str().unwrap()),
-                "job {id}: {job}"
-            );
-            assert!(Instant::now() < deadline, "job {id} did not finish in time");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        let job = server
+            .wait_for_job(id, Duration::from_secs(300), |job| {
+                let status = job["status"].as_str().unwrap();
+                assert!(
+                    ["queued", "running", "succeeded"].contains(&status),
+                    "job {id}: {job}"
+                );
+                status == "succeeded"
+            })
+            .await;
+        assert_eq!(job["done"], 20);
     }
-    let listed: Value = client
-        .get(server.url("/v2/evaluations"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = server.get_json("/v2/evaluations").await;
     let listed: Vec<&str> = listed
         .as_array()
         .unwrap()

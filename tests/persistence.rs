@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{Digits, TestServer};
 use robustd::dataset::Dataset;
@@ -17,32 +17,8 @@ impl Drop for Folder {
     }
 }
 
-async fn get(client: &reqwest::Client, server: &TestServer, path: &str) -> Value {
-    client
-        .get(server.url(path))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
-async fn wait_until(
-    client: &reqwest::Client,
-    server: &TestServer,
-    id: &str,
-    done: impl Fn(&Value) -> bool,
-) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let job = get(client, server, &format!("/v2/evaluations/{id}")).await;
-        if done(&job) || Instant::now() > deadline {
-            return job;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+/// How long an evaluation of the whole test split may take on a loaded machine.
+const JOB_TIME: Duration = Duration::from_secs(300);
 
 fn blob_path(data: &std::path::Path, sha: &str) -> std::path::PathBuf {
     data.join("blobs").join(&sha[..2]).join(&sha[2..])
@@ -90,7 +66,9 @@ async fn a_killed_server_resumes_its_evaluation_and_keeps_everything_else() {
         .await
         .unwrap();
     let first_id = first["id"].as_str().unwrap().to_owned();
-    let first = wait_until(&client, &server, &first_id, |j| j["status"] == "succeeded").await;
+    let first = server
+        .wait_for_job(&first_id, JOB_TIME, |j| j["status"] == "succeeded")
+        .await;
     assert_eq!(first["status"], "succeeded");
 
     // A long evaluation, killed with the server part-way.
@@ -107,10 +85,11 @@ async fn a_killed_server_resumes_its_evaluation_and_keeps_everything_else() {
         .await
         .unwrap();
     let long_id = long["id"].as_str().unwrap().to_owned();
-    let progress = wait_until(&client, &server, &long_id, |j| {
-        j["done"].as_i64().unwrap_or(0) >= 16
-    })
-    .await;
+    let progress = server
+        .wait_for_job(&long_id, JOB_TIME, |j| {
+            j["done"].as_i64().unwrap_or(0) >= 16
+        })
+        .await;
     assert!(progress["done"].as_i64().unwrap() >= 16);
     server.kill_hard();
     let job_before = {
@@ -121,24 +100,27 @@ async fn a_killed_server_resumes_its_evaluation_and_keeps_everything_else() {
     // Start again on the same data folder.
     let server = TestServer::start(&["--data-dir", &data_arg]).await;
     server.wait_ready("mine").await;
-    let resumed = get(&client, &server, &format!("/v2/evaluations/{long_id}")).await;
+    let resumed = server.get_json(&format!("/v2/evaluations/{long_id}")).await;
     assert!(
         resumed["done"].as_i64().unwrap() >= job_before,
         "finished chunks were kept: {resumed}"
     );
     assert_ne!(resumed["status"], "failed", "{resumed}");
-    let finished = wait_until(&client, &server, &long_id, |j| {
-        j["status"] == "succeeded" || j["status"] == "failed"
-    })
-    .await;
+    let finished = server
+        .wait_for_job(&long_id, JOB_TIME, |j| {
+            j["status"] == "succeeded" || j["status"] == "failed"
+        })
+        .await;
     assert_eq!(finished["status"], "succeeded", "{finished}");
     assert_eq!(finished["done"], 360);
     assert_eq!(finished["report"]["samples"].as_array().unwrap().len(), 360);
 
     // Everything from before the crash is intact.
-    let again = get(&client, &server, &format!("/v2/evaluations/{first_id}")).await;
+    let again = server
+        .get_json(&format!("/v2/evaluations/{first_id}"))
+        .await;
     assert_eq!(again["report"], first["report"]);
-    let datasets = get(&client, &server, "/v2/datasets").await;
+    let datasets = server.get_json("/v2/datasets").await;
     assert!(datasets
         .as_array()
         .unwrap()
@@ -278,7 +260,9 @@ async fn pruning_drops_examples_but_keeps_reports() {
         .await
         .unwrap();
     let id = job["id"].as_str().unwrap().to_owned();
-    let done = wait_until(&client, &server, &id, |j| j["status"] == "succeeded").await;
+    let done = server
+        .wait_for_job(&id, JOB_TIME, |j| j["status"] == "succeeded")
+        .await;
     let npy = client
         .get(server.url(&format!("/v2/evaluations/{id}/adversarial.npy")))
         .send()
@@ -304,7 +288,7 @@ async fn pruning_drops_examples_but_keeps_reports() {
         .await
         .unwrap();
     assert_eq!(gone.status(), 410);
-    let after = get(&client, &server, &format!("/v2/evaluations/{id}")).await;
+    let after = server.get_json(&format!("/v2/evaluations/{id}")).await;
     assert_eq!(after["report"], done["report"]);
 }
 

@@ -57,23 +57,11 @@ async fn every_operation_answers_within_its_documented_schema_and_never_with_a_5
         .await
         .unwrap();
     let id = job["id"].as_str().unwrap().to_owned();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    loop {
-        let status: serde_json::Value = client
-            .get(server.url(&format!("/v2/evaluations/{id}")))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if status["status"] == "succeeded" {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "{status}");
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    server
+        .wait_for_job(&id, std::time::Duration::from_secs(120), |job| {
+            job["status"] == "succeeded"
+        })
+        .await;
     let report = std::env::temp_dir().join(format!("robustd-schema-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&report).unwrap();
     let config = report.join("schemathesis.toml");

@@ -44,26 +44,10 @@ async fn server_with_tokens(extra: &[&str]) -> (TestServer, PathBuf) {
     .unwrap();
     let mut args = vec!["--tokens-file", common::path_str(&file)];
     args.extend_from_slice(extra);
-    let server = TestServer::spawn(&args);
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        let ready = client
-            .get(server.url("/v2/models/digits_cnn/ready"))
-            .bearer_auth(READ)
-            .send()
-            .await
-            .map(|r| r.status() == 200)
-            .unwrap_or(false);
-        if ready {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "digits_cnn was not ready in time"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let mut server = TestServer::spawn(&args);
+    // The helpers of `TestServer` send this token; the tests below send their own.
+    server.token = Some(READ.to_owned());
+    server.wait_ready("digits_cnn").await;
     (server, file)
 }
 

@@ -17,14 +17,7 @@ async fn health_metadata_and_a_real_inference_on_the_digits_model() {
     let server = TestServer::start(&[]).await;
     let client = reqwest::Client::new();
 
-    let live: Value = client
-        .get(server.url("/v2/health/live"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let live: Value = server.get_json("/v2/health/live").await;
     assert_eq!(live, json!({ "live": true }));
     let ready = client
         .get(server.url("/v2/health/ready"))
@@ -33,14 +26,7 @@ async fn health_metadata_and_a_real_inference_on_the_digits_model() {
         .unwrap();
     assert_eq!(ready.status(), 200);
 
-    let meta: Value = client
-        .get(server.url("/v2/models/digits_cnn"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let meta: Value = server.get_json("/v2/models/digits_cnn").await;
     assert_eq!(meta["inputs"][0]["shape"], json!([-1, 1, 8, 8]));
     assert_eq!(meta["outputs"][0]["shape"], json!([-1, 10]));
     assert_eq!(meta["sha256"].as_str().unwrap().len(), 64);

@@ -9,6 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
+
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -24,8 +26,9 @@ pub struct TestServer {
     pub log: mpsc::Receiver<String>,
     /// A data folder made for this server alone, removed when it is dropped.
     data_dir: Option<PathBuf>,
-    /// The admin token given with `--admin-token`, if any: the readiness wait sends it.
+    /// The admin token given with `--admin-token`, if any: the helpers below send it.
     pub token: Option<String>,
+    client: reqwest::Client,
 }
 
 impl TestServer {
@@ -91,6 +94,7 @@ impl TestServer {
             log: rx,
             data_dir: own_data.then_some(data_dir),
             token,
+            client: reqwest::Client::new(),
         }
     }
 
@@ -98,19 +102,56 @@ impl TestServer {
         format!("{}{}", self.base, path)
     }
 
+    /// A GET of `path` with the server's admin token, if it has one.
+    fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        let request = self.client.get(self.url(path));
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    /// GETs `path` and reads the answer as JSON, whatever its status.
+    pub async fn get_json(&self, path: &str) -> Value {
+        let response = self
+            .get(path)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        response
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: the answer is not JSON: {e}"))
+    }
+
+    /// Polls evaluation `id` until `done` holds for its status, which it returns; fails the
+    /// test with the last status after `within`.
+    pub async fn wait_for_job(
+        &self,
+        id: &str,
+        within: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let job = self.get_json(&format!("/v2/evaluations/{id}")).await;
+            if done(&job) {
+                return job;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "evaluation {id} did not get there within {within:?}: {job}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     pub async fn wait_ready(&self, model: &str) {
-        let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(180);
         while Instant::now() < deadline {
-            let url = self.url(&format!("/v2/models/{model}/ready"));
-            let mut request = client.get(url);
-            if let Some(token) = &self.token {
-                request = request.bearer_auth(token);
-            }
-            if let Ok(response) = request.send().await {
-                if response.status() == 200 {
-                    return;
-                }
+            let ready = self.get(&format!("/v2/models/{model}/ready")).send().await;
+            if ready.is_ok_and(|r| r.status() == 200) {
+                return;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
