@@ -7,6 +7,15 @@ use std::time::{Duration, Instant};
 use common::{Digits, TestServer};
 use serde_json::{json, Value};
 
+/// Every model in models/.
+const SHIPPED: [&str; 5] = [
+    "cifar_resnet",
+    "digits_cnn",
+    "digits_cnn_at",
+    "digits_parity",
+    "digits_value",
+];
+
 /// A PGD request on digits `range` (no random start, so results are deterministic).
 fn pgd_request(digits: &Digits, range: std::ops::Range<usize>, steps: u32) -> Value {
     let n = range.len();
@@ -205,6 +214,10 @@ async fn a_killed_worker_is_replaced_and_its_request_retried() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_queue_answers_503_with_retry_after() {
     let server = TestServer::start(&["--max-queue-size", "1"]).await;
+    // The shipped models load through the same queue at start: let them all finish first.
+    for model in SHIPPED {
+        server.wait_ready(model).await;
+    }
     let client = reqwest::Client::new();
     let busy = tokio::spawn({
         let client = client.clone();
@@ -250,6 +263,38 @@ async fn a_full_queue_answers_503_with_retry_after() {
         "{body}"
     );
     drop((busy, queued));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_in_a_long_batch_exits_soon_after_its_server_is_killed() {
+    let mut server = TestServer::start(&[]).await;
+    for model in SHIPPED {
+        server.wait_ready(model).await;
+    }
+    let batches = metric(&server, "robustd_batches_total").await;
+    let long = tokio::spawn({
+        let url = server.url("/v2/models/cifar_resnet/attack");
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .json(&long_request(5000))
+                .send()
+                .await
+        }
+    });
+    wait_for_metric(&server, "robustd_batches_total", batches + 1.0).await;
+    let worker = common::children_of(server.pid())[0];
+    // SIGKILL: the server gets no chance to stop its worker.
+    server.kill_hard();
+    assert!(long.await.unwrap().is_err(), "the server is gone");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while common::is_running(worker) {
+        assert!(
+            Instant::now() < deadline,
+            "worker {worker} still runs its batch 30 s after its server was killed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

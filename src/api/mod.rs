@@ -319,7 +319,7 @@ pub async fn load_model(state: &AppState, entry: &ModelEntry) -> ModelState {
             sample_ids: vec![],
         },
     };
-    let model_state = match state.pool.submit(work).await {
+    let model_state = match state.pool.submit_own(work).await {
         Ok(_) => ModelState::Ready,
         Err(e) => ModelState::Unavailable(e.to_string()),
     };

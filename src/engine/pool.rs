@@ -78,6 +78,12 @@ struct Pending {
     queued: Instant,
 }
 
+/// Whether a full queue may refuse a piece of work.
+enum Admission {
+    Client,
+    Own,
+}
+
 struct Shared {
     settings: PoolSettings,
     queue: std::sync::Mutex<Queue<Pending>>,
@@ -172,13 +178,26 @@ impl WorkerPool {
     /// it is skipped if still queued, and a running batch of only abandoned requests is
     /// cancelled between two attack steps.
     pub async fn submit(&self, work: Work) -> Answer {
-        self.submit_since(work, Instant::now()).await
+        self.enqueue(work, Instant::now(), Admission::Client).await
     }
 
-    /// [`Pool::submit`] for a later part of a request that arrived at `arrived`: the batching
-    /// delay counts from then, so a request whose parts run one after another waits for others
-    /// to join it once, not once per part.
+    /// [`WorkerPool::submit`] for a later part of a request that arrived at `arrived`: the
+    /// batching delay counts from then, so a request whose parts run one after another waits
+    /// for others to join it once, not once per part.
     pub async fn submit_since(&self, work: Work, arrived: Instant) -> Answer {
+        self.enqueue(work, arrived, Admission::Client).await
+    }
+
+    /// The server's own work (loading a model): queued even when the queue is full, since
+    /// refusing it would leave the model unavailable, and run without a batching delay.
+    pub async fn submit_own(&self, work: Work) -> Answer {
+        let long_ago = Instant::now()
+            .checked_sub(self.shared.settings.batcher.max_queue_delay)
+            .unwrap_or_else(Instant::now);
+        self.enqueue(work, long_ago, Admission::Own).await
+    }
+
+    async fn enqueue(&self, work: Work, arrived: Instant, admission: Admission) -> Answer {
         if self.shared.closed.load(Ordering::SeqCst) {
             return Err(EngineError::ShuttingDown);
         }
@@ -196,9 +215,12 @@ impl WorkerPool {
         };
         let depth = {
             let mut queue = self.shared.lock();
-            queue
-                .push(queued)
-                .map_err(|full| EngineError::QueueFull(full.0))?;
+            match admission {
+                Admission::Client => queue
+                    .push(queued)
+                    .map_err(|full| EngineError::QueueFull(full.0))?,
+                Admission::Own => queue.push_anyway(queued),
+            }
             queue.len()
         };
         self.shared.metrics.queue_depth.set(depth as i64);

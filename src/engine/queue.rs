@@ -75,6 +75,13 @@ impl<T> Queue<T> {
         Ok(())
     }
 
+    /// Queues a request whatever the queue holds: the server's own work (loading a model),
+    /// which a queue full of clients' requests must not refuse. It counts towards the limit
+    /// while it waits.
+    pub fn push_anyway(&mut self, request: Queued<T>) {
+        self.waiting.push_back(request);
+    }
+
     /// Puts requests back at the front, in their order, whatever the queue holds: they were
     /// admitted once already (a retry after a worker died).
     pub fn requeue_front(&mut self, requests: Vec<Queued<T>>) {
@@ -217,5 +224,18 @@ mod tests {
         assert_eq!(q.drop_abandoned(|&id| id == 1), 1);
         q.push(request("a", 1, t0, 3)).unwrap();
         assert_eq!(ids(q.next(t0 + Duration::from_millis(5))), [2, 3]);
+    }
+
+    #[test]
+    fn the_servers_own_work_joins_even_a_full_queue() {
+        let t0 = Instant::now();
+        let mut q = Queue::new(settings(4, 5, 1));
+        q.push(request("a", 1, t0, 1)).unwrap();
+        q.push_anyway(request("load", 0, t0, 2));
+        assert_eq!(q.len(), 2);
+        assert_eq!(q.push(request("a", 1, t0, 3)), Err(QueueFull(1)));
+        assert_eq!(ids(q.next(t0 + Duration::from_millis(5))), [1]);
+        assert_eq!(ids(q.next(t0 + Duration::from_millis(5))), [2]);
+        q.push(request("a", 1, t0, 3)).unwrap();
     }
 }

@@ -1,8 +1,9 @@
 //! `robustd worker`: the child process that links libtorch, loads models and runs them.
 //!
 //! It reads request frames on stdin and writes reply frames on stdout (see [`protocol`]); stdout
-//! carries nothing else. Logs go to stderr. The worker exits when stdin closes, so it never
-//! outlives the server that started it.
+//! carries nothing else. Logs go to stderr. The worker exits when stdin closes or, should its
+//! server be killed in the middle of a batch, when its parent changes, so it never outlives the
+//! server that started it.
 
 mod cache;
 pub mod protocol;
@@ -54,6 +55,7 @@ pub fn run(settings: WorkerSettings) -> anyhow::Result<()> {
         );
     }
     tch::set_num_threads(settings.threads);
+    exit_when_orphaned();
     // The server sends SIGUSR1 when no one waits for the running batch any more; attacks look at
     // the flag between steps.
     let cancel = Arc::new(AtomicBool::new(false));
@@ -97,6 +99,24 @@ pub fn run(settings: WorkerSettings) -> anyhow::Result<()> {
         };
         protocol::write_frame(&mut output, &reply, &outputs)?;
     }
+}
+
+/// A server killed outright (SIGKILL, out of memory) closes the worker's stdin, but a worker in
+/// the middle of a long batch reads it only when the batch ends, minutes later maybe. A thread
+/// watches for the server's end instead: the worker is then handed to another parent.
+fn exit_when_orphaned() {
+    // SAFETY: getppid has no preconditions and cannot fail.
+    let server = unsafe { libc::getppid() };
+    std::thread::spawn(move || loop {
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        // SAFETY: as above.
+        if unsafe { libc::getppid() } != server {
+            eprintln!("robustd worker: the server (pid {server}) is gone; exiting");
+            // No destructors: libtorch may be running on the other threads.
+            // SAFETY: _exit ends the process at once and takes no pointers.
+            unsafe { libc::_exit(1) };
+        }
+    });
 }
 
 fn infer(
