@@ -337,7 +337,8 @@ async fn a_client_that_goes_away_cancels_its_running_attack_within_a_step() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_batch_past_its_deadline_fails_with_504_and_the_worker_is_restarted() {
-    let server = TestServer::start(&["--worker-timeout-s", "1"]).await;
+    // Long enough for the replacement's first request (it loads the model) on a loaded machine.
+    let server = TestServer::start(&["--worker-timeout-s", "3"]).await;
     let client = reqwest::Client::new();
     let response = client
         .post(server.url("/v2/models/cifar_resnet/attack"))
@@ -348,7 +349,7 @@ async fn a_batch_past_its_deadline_fails_with_504_and_the_worker_is_restarted() 
     assert_eq!(response.status(), 504);
     let body: Value = response.json().await.unwrap();
     assert!(
-        body["error"].as_str().unwrap().contains("1s deadline"),
+        body["error"].as_str().unwrap().contains("3s deadline"),
         "{body}"
     );
     assert!(wait_for_metric(&server, "robustd_worker_restarts_total", 1.0).await >= 1.0);

@@ -47,7 +47,10 @@ fn seeds(target: &str) -> Vec<Vec<u8>> {
             encode_frame(&Request::Shutdown, &[x.clone(), y.clone()]).unwrap(),
             encode_frame(&Reply::Loaded, &[x]).unwrap(),
         ],
-        "model_archive" => vec![std::fs::read(repo().join("models/digits_cnn.pt")).unwrap()],
+        "model_archive" => vec![
+            std::fs::read(repo().join("models/digits_cnn.pt")).unwrap(),
+            std::fs::read(repo().join("fuzz/seeds/model_archive/tiny_linear.pt")).unwrap(),
+        ],
         other => panic!("no seeds for target {other}"),
     }
 }
