@@ -68,6 +68,9 @@ fn main() {
         println!("attack_cost: CUDA was asked for but libtorch sees no CUDA device; skipping");
         return;
     };
+    // The floor and the module run in this process: with the worker's malloc settings, so
+    // that the server is not flattered by them.
+    robustd::worker::tune_malloc();
     tch::set_num_threads(options.threads);
     tch::manual_seed(0);
     // Keep the servers' start lines, not a line per request.

@@ -31,6 +31,8 @@ impl Peer {
         }
         let mut child = Command::new(&python)
             .arg(root.join("benches/torchattacks_pgd.py"))
+            // The malloc settings robustd's worker and this benchmark run with.
+            .env("GLIBC_TUNABLES", robustd::worker::malloc_tunables())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()

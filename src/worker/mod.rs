@@ -104,11 +104,12 @@ pub fn run(settings: WorkerSettings) -> anyhow::Result<()> {
 
 /// glibc's malloc serves blocks over 128 KiB with mmap and hands them back on free, and trims
 /// the heap past 128 KiB of free space: an attack step that frees and reallocates the same
-/// activations then pays for page faults each time. Blocks up to 32 MiB from the heap and a
-/// trim only past 64 MiB free keep them mapped; measured here, whole-server PGD-20 ran 0.74-0.76
-/// of the time on the digits model at batch 256 and 0.81-0.92 on the ResNet at 32. A worker
-/// started with `GLIBC_TUNABLES` keeps what that says instead.
-fn tune_malloc() {
+/// activations then pays for page faults each time. Blocks up to [`MALLOC_MMAP_THRESHOLD`] from
+/// the heap and a trim only past [`MALLOC_TRIM_THRESHOLD`] free keep them mapped; measured here,
+/// whole-server PGD-20 ran 0.74-0.76 of the time on the digits model at batch 256 and 0.81-0.92
+/// on the ResNet at 32. A process started with `GLIBC_TUNABLES` keeps what that says instead.
+/// The worker calls this first; the benchmark does too, so that its contenders compare alike.
+pub fn tune_malloc() {
     if std::env::var_os("GLIBC_TUNABLES").is_some() {
         return;
     }
@@ -117,13 +118,25 @@ fn tune_malloc() {
         // SAFETY: mallopt takes no pointers; it sets allocator parameters under the
         // allocator's own lock.
         let ok = unsafe {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20) == 1
-                && libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20) == 1
+            libc::mallopt(libc::M_MMAP_THRESHOLD, MALLOC_MMAP_THRESHOLD) == 1
+                && libc::mallopt(libc::M_TRIM_THRESHOLD, MALLOC_TRIM_THRESHOLD) == 1
         };
         if !ok {
-            tracing::warn!("glibc refused the worker's malloc settings; running with its defaults");
+            tracing::warn!("glibc refused the malloc settings; running with its defaults");
         }
     }
+}
+
+/// Largest block glibc's malloc takes from the heap rather than from mmap (glibc's maximum).
+pub const MALLOC_MMAP_THRESHOLD: i32 = 32 << 20;
+/// Free space at the top of the heap that glibc's malloc keeps before handing it back.
+pub const MALLOC_TRIM_THRESHOLD: i32 = 64 << 20;
+
+/// [`tune_malloc`]'s settings as `GLIBC_TUNABLES` spells them, for a process started from here.
+pub fn malloc_tunables() -> String {
+    format!(
+        "glibc.malloc.mmap_threshold={MALLOC_MMAP_THRESHOLD}:glibc.malloc.trim_threshold={MALLOC_TRIM_THRESHOLD}"
+    )
 }
 
 /// A server killed outright (SIGKILL, out of memory) closes the worker's stdin, but a worker in
