@@ -14,6 +14,9 @@ use crate::worker::protocol::ModelRef;
 /// Most eps a sweep may list.
 pub const MAX_SWEEP: usize = 16;
 
+/// Samples the forward-pass probe of the output checks runs on, at most, each twice.
+pub const PROBE_SAMPLES: usize = 16;
+
 /// An evaluation's settings: the plan, the eps it sweeps, the checks it pays for, its gate.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EvalSpec {
@@ -89,7 +92,7 @@ impl EvalSpec {
             .collect()
     }
 
-    /// The probe (always) and the `thorough` runs, on at most `limit` leading samples of
+    /// The probe (always, on at most [`PROBE_SAMPLES`]) and the `thorough` runs, on at most `limit` leading samples of
     /// `inputs`.
     pub fn check_works(
         &self,
@@ -106,8 +109,9 @@ impl EvalSpec {
             targets: None,
             sample_ids: inputs.sample_ids[..n].to_vec(),
         };
-        // Two copies of each input in one batch: a deterministic model gives equal rows.
-        let half = n.min(limit / 2).max(1);
+        // Two copies of each input in one batch: a deterministic model gives equal rows. A
+        // model that randomises its outputs or gives probabilities shows it on any few rows.
+        let half = n.min(limit / 2).clamp(1, PROBE_SAMPLES);
         let probe_x = rows(&inputs.x, 0, half);
         let probe = Work {
             model: model.clone(),
