@@ -92,8 +92,8 @@ impl EvalSpec {
             .collect()
     }
 
-    /// The probe (always, on at most [`PROBE_SAMPLES`]) and the `thorough` runs, on at most `limit` leading samples of
-    /// `inputs`.
+    /// The probe (always, on at most [`PROBE_SAMPLES`]) and the `thorough` runs, on at most
+    /// `limit` leading samples of `inputs`.
     pub fn check_works(
         &self,
         model: &ModelRef,

@@ -74,7 +74,7 @@ struct Pending {
     reply: oneshot::Sender<Answer>,
     /// Runs that ended with the worker dying.
     crashes: u8,
-    /// When it joined the queue (its `arrived` may be earlier: see [`Pool::submit_since`]).
+    /// When it joined the queue (its `arrived` may be earlier: see [`WorkerPool::submit_since`]).
     queued: Instant,
 }
 
