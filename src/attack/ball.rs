@@ -25,7 +25,7 @@ pub fn l2_norms(t: &Tensor) -> Result<Tensor, tch::TchError> {
     norms.f_reshape(broadcast_shape(t))
 }
 
-/// Per-sample Linf norm over all but the first dimension, shape [batch].
+/// Per-sample Linf norm over all but the first dimension, shape `[batch]`.
 pub fn linf_norms(t: &Tensor) -> Result<Tensor, tch::TchError> {
     let batch = t.size()[0];
     t.f_reshape([batch, -1])?

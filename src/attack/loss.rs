@@ -1,4 +1,4 @@
-//! Per-sample losses, each a tensor of shape [batch]; higher means more adversarial.
+//! Per-sample losses, each a tensor of shape `[batch]`; higher means more adversarial.
 
 use tch::{Kind, Reduction, Tensor};
 
@@ -6,7 +6,7 @@ use super::spec::LossKind;
 
 /// What a loss compares the model's output with.
 pub enum Target<'a> {
-    /// Class indices [batch] (binary models: 0 or 1).
+    /// Class indices `[batch]` (binary models: 0 or 1).
     Classes(&'a Tensor),
     /// Float targets [batch, k] (regression).
     Values(&'a Tensor),

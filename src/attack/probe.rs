@@ -9,7 +9,7 @@ use crate::model::Task;
 
 /// What the loss compares outputs with, on the model's device.
 pub enum Labels {
-    /// Class indices [batch], i64 (binary models: 0 or 1).
+    /// Class indices `[batch]`, i64 (binary models: 0 or 1).
     Classes(Tensor),
     /// Float targets [batch, k] (regression).
     Values(Tensor),

@@ -19,7 +19,7 @@ pub struct Batch {
     pub labels: Labels,
     /// Each sample's index in its data set: the key of its random streams.
     pub sample_ids: Vec<u64>,
-    /// Target classes [N] for targeted attacks; derived from the clean logits when absent.
+    /// Target classes `[N]` for targeted attacks; derived from the clean logits when absent.
     pub targets: Option<Tensor>,
 }
 
