@@ -11,16 +11,10 @@ use robustd::dataset::Dataset;
 use robustd::tensor::{write_npy, HostTensor};
 use serde_json::{json, Value};
 
-fn python() -> std::path::PathBuf {
-    std::env::var("ROBUSTD_PYTHON")
-        .map(Into::into)
-        .unwrap_or_else(|_| common::repo_root().join(".venv/bin/python"))
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_official_oip_client_works_unchanged() {
     let server = TestServer::start(&[]).await;
-    let output = std::process::Command::new(python())
+    let output = std::process::Command::new(common::python())
         .arg(common::repo_root().join("tests/reference/oip_client.py"))
         .arg(server.base.trim_start_matches("http://"))
         .arg(common::repo_root().join("models/datasets/digits_test.safetensors"))
@@ -299,21 +293,13 @@ async fn an_evaluation_job_streams_progress_resumes_events_and_serves_its_exampl
     // The same samples through the synchronous route give the same verdicts (same seed, same
     // sample indices).
     let digits = Digits::load();
-    let sync: Value = client
-        .post(server.url("/v2/models/digits_cnn/attack"))
-        .json(&json!({
+    let sync: Value = server.post_json("/v2/models/digits_cnn/attack", &json!({
             "inputs": [
                 { "name": "input", "shape": [32, 1, 8, 8], "datatype": "FP32", "data": digits.inputs(32..64) },
                 { "name": "label", "shape": [32], "datatype": "INT64", "data": digits.y[32..64] },
             ],
             "parameters": { "attack": "pgd", "eps": 0.1, "steps": 10, "seed": 3, "sample_offset": 32 },
-        }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        })).await;
     for i in 0..32 {
         assert_eq!(
             sync["report"]["samples"][i]["robust"],
@@ -476,15 +462,7 @@ async fn data_sets_upload_as_safetensors_or_npy_and_evaluate_by_name() {
 
     let mut verdicts = Vec::new();
     for name in ["digits_small", "digits_npy"] {
-        let job: Value = client
-            .post(server.url("/v2/evaluations"))
-            .json(&json!({ "model": "digits_cnn_at", "dataset": name, "parameters": { "attack": "fgsm", "eps": 0.1 } }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let job: Value = server.post_json("/v2/evaluations", &json!({ "model": "digits_cnn_at", "dataset": name, "parameters": { "attack": "fgsm", "eps": 0.1 } })).await;
         let job = wait_for_status(&server, job["id"].as_str().unwrap(), "succeeded").await;
         assert_eq!(job["report"]["summary"]["n"], 20);
         verdicts.push(job["report"]["samples"].clone());
@@ -533,12 +511,9 @@ async fn models_upload_through_triton_load_or_a_raw_stream_and_only_with_the_adm
     let client = reqwest::Client::new();
     let models = common::repo_root().join("models");
     let file = std::fs::read(models.join("digits_cnn_at.pt")).unwrap();
-    let mut card: Value =
-        serde_json::from_str(&std::fs::read_to_string(models.join("digits_cnn_at.json")).unwrap())
-            .unwrap();
+    let mut card = common::card("digits_cnn_at", "robust_upload");
 
     // Triton's load with the files in the request, as its model-repository extension defines.
-    card["name"] = json!("robust_upload");
     use base64::Engine as _;
     let load = json!({ "parameters": {
         "config": card.to_string(),

@@ -626,14 +626,9 @@ async fn the_dashboard_starts_an_evaluation_follows_it_and_shows_its_report() {
             Duration::from_secs(30),
         )
         .await;
-    let long: Value = api
-        .get(server.url(&format!("/v2/evaluations/{}", long_id.as_str().unwrap())))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let long = server
+        .get_json(&format!("/v2/evaluations/{}", long_id.as_str().unwrap()))
+        .await;
     assert_eq!(long["status"], "cancelled");
 
     // A job that fails says why: a model for 3 x 32 x 32 images whose card says 1 x 8 x 8, so
@@ -680,14 +675,9 @@ async fn the_dashboard_starts_an_evaluation_follows_it_and_shows_its_report() {
             json!([]),
         )
         .await;
-    let failed: Value = api
-        .get(server.url(&format!("/v2/evaluations/{}", failed_id.as_str().unwrap())))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let failed = server
+        .get_json(&format!("/v2/evaluations/{}", failed_id.as_str().unwrap()))
+        .await;
     assert_eq!(failed["status"], "failed");
     let error = failed["error"].as_str().unwrap();
     assert!(!error.is_empty());

@@ -7,15 +7,6 @@ use std::time::{Duration, Instant};
 use common::{Digits, TestServer};
 use serde_json::{json, Value};
 
-/// Every model in models/.
-const SHIPPED: [&str; 5] = [
-    "cifar_resnet",
-    "digits_cnn",
-    "digits_cnn_at",
-    "digits_parity",
-    "digits_value",
-];
-
 /// A PGD request on digits `range` (no random start, so results are deterministic).
 fn pgd_request(digits: &Digits, range: std::ops::Range<usize>, steps: u32) -> Value {
     let n = range.len();
@@ -81,26 +72,20 @@ async fn concurrent_requests_merge_into_fewer_batches_and_each_caller_gets_its_o
     let attack_url = server.url("/v2/models/digits_cnn/attack");
 
     // The reference: all 32 samples in one request.
-    let whole: Value = client
-        .post(&attack_url)
-        .json(&pgd_request(&digits, 0..32, 10))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let whole: Value = server
+        .post_json(
+            "/v2/models/digits_cnn/attack",
+            &pgd_request(&digits, 0..32, 10),
+        )
+        .await;
     // A lone request waits the delay for others once; the report's checks, which run after
     // the attack as parts of the same request, do not wait again.
-    let lone: Value = client
-        .post(&attack_url)
-        .json(&pgd_request(&digits, 0..1, 10))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let lone: Value = server
+        .post_json(
+            "/v2/models/digits_cnn/attack",
+            &pgd_request(&digits, 0..1, 10),
+        )
+        .await;
     let timings = &lone["report"]["timings"];
     assert!(timings["attack_ms"].as_u64().unwrap() >= 200, "{timings}");
     assert!(timings["checks_ms"].as_u64().unwrap() < 200, "{timings}");
@@ -215,9 +200,7 @@ async fn a_killed_worker_is_replaced_and_its_request_retried() {
 async fn a_full_queue_answers_503_with_retry_after() {
     let server = TestServer::start(&["--max-queue-size", "1"]).await;
     // The shipped models load through the same queue at start: let them all finish first.
-    for model in SHIPPED {
-        server.wait_ready(model).await;
-    }
+    server.wait_all_ready().await;
     let client = reqwest::Client::new();
     let busy = tokio::spawn({
         let client = client.clone();
@@ -268,9 +251,7 @@ async fn a_full_queue_answers_503_with_retry_after() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_worker_in_a_long_batch_exits_soon_after_its_server_is_killed() {
     let mut server = TestServer::start(&[]).await;
-    for model in SHIPPED {
-        server.wait_ready(model).await;
-    }
+    server.wait_all_ready().await;
     let batches = metric(&server, "robustd_batches_total").await;
     let long = tokio::spawn({
         let url = server.url("/v2/models/cifar_resnet/attack");

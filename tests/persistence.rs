@@ -34,10 +34,7 @@ async fn a_killed_server_resumes_its_evaluation_and_keeps_everything_else() {
 
     // A model, a data set and a finished evaluation.
     let models = common::repo_root().join("models");
-    let mut card: Value =
-        serde_json::from_str(&std::fs::read_to_string(models.join("digits_cnn.json")).unwrap())
-            .unwrap();
-    card["name"] = json!("mine");
+    let card = common::card("digits_cnn", "mine");
     let response = client
         .put(server.url("/v2/repository/models/mine"))
         .header("Model-Card", card.to_string())
@@ -56,15 +53,7 @@ async fn a_killed_server_resumes_its_evaluation_and_keeps_everything_else() {
         .await
         .unwrap();
     assert_eq!(response.status(), 201);
-    let first: Value = client
-        .post(server.url("/v2/evaluations"))
-        .json(&json!({ "model": "mine", "dataset": "few", "parameters": { "attack": "pgd", "eps": 0.1, "steps": 5 } }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let first: Value = server.post_json("/v2/evaluations", &json!({ "model": "mine", "dataset": "few", "parameters": { "attack": "pgd", "eps": 0.1, "steps": 5 } })).await;
     let first_id = first["id"].as_str().unwrap().to_owned();
     let first = server
         .wait_for_job(&first_id, JOB_TIME, |j| j["status"] == "succeeded")
@@ -72,18 +61,10 @@ async fn a_killed_server_resumes_its_evaluation_and_keeps_everything_else() {
     assert_eq!(first["status"], "succeeded");
 
     // A long evaluation, killed with the server part-way.
-    let long: Value = client
-        .post(server.url("/v2/evaluations"))
-        .json(&json!({
+    let long: Value = server.post_json("/v2/evaluations", &json!({
             "model": "digits_cnn", "dataset": "digits_test", "chunk_size": 8,
             "parameters": { "attack": "apgd", "eps": 0.1, "steps": 100, "objective": "loss", "seed": 9 },
-        }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        })).await;
     let long_id = long["id"].as_str().unwrap().to_owned();
     let progress = server
         .wait_for_job(&long_id, JOB_TIME, |j| {
@@ -186,10 +167,7 @@ async fn a_corrupt_or_missing_blob_fails_that_item_alone() {
         .unwrap();
     assert_eq!(response.status(), 201);
     let models = common::repo_root().join("models");
-    let mut card: Value =
-        serde_json::from_str(&std::fs::read_to_string(models.join("digits_parity.json")).unwrap())
-            .unwrap();
-    card["name"] = json!("fragile");
+    let card = common::card("digits_parity", "fragile");
     let stored: Value = client
         .put(server.url("/v2/repository/models/fragile"))
         .header("Model-Card", card.to_string())
@@ -250,15 +228,7 @@ async fn pruning_drops_examples_but_keeps_reports() {
     let data_arg = data.0.to_str().unwrap().to_owned();
     let client = reqwest::Client::new();
     let server = TestServer::start(&["--data-dir", &data_arg]).await;
-    let job: Value = client
-        .post(server.url("/v2/evaluations"))
-        .json(&json!({ "model": "digits_cnn", "dataset": "digits_test", "limit": 32, "parameters": { "attack": "fgsm", "eps": 0.1 } }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let job: Value = server.post_json("/v2/evaluations", &json!({ "model": "digits_cnn", "dataset": "digits_test", "limit": 32, "parameters": { "attack": "fgsm", "eps": 0.1 } })).await;
     let id = job["id"].as_str().unwrap().to_owned();
     let done = server
         .wait_for_job(&id, JOB_TIME, |j| j["status"] == "succeeded")

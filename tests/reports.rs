@@ -9,12 +9,6 @@ use std::process::Command;
 use common::{path_str, repo_root, Digits, TestServer};
 use serde_json::{json, Value};
 
-fn python() -> PathBuf {
-    std::env::var("ROBUSTD_PYTHON")
-        .map(Into::into)
-        .unwrap_or_else(|_| repo_root().join(".venv/bin/python"))
-}
-
 /// A model folder with digits_cnn, the shipped data sets and the models that trip the checks.
 fn trip_models() -> PathBuf {
     let dir = std::env::temp_dir().join(format!("robustd-trip-{}", uuid::Uuid::new_v4()));
@@ -28,7 +22,7 @@ fn trip_models() -> PathBuf {
         dir.join("datasets/digits_test.safetensors"),
     )
     .unwrap();
-    let status = Command::new(python())
+    let status = Command::new(common::python())
         .arg(repo_root().join("tests/reference/trip_models.py"))
         .arg(&models)
         .arg(&dir)

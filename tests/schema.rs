@@ -13,10 +13,7 @@ use common::TestServer;
 const ADMIN: &str = "admin-token-for-the-schema-test";
 
 fn schemathesis() -> PathBuf {
-    let python = std::env::var_os("ROBUSTD_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| common::repo_root().join(".venv/bin/python"));
-    python.with_file_name("schemathesis")
+    common::python().with_file_name("schemathesis")
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -42,20 +39,15 @@ async fn every_operation_answers_within_its_documented_schema_and_never_with_a_5
     .await;
     // Real names and a finished job for the path parameters, so that operations are tested
     // on things that exist, not only answered 404.
-    let client = reqwest::Client::new();
-    let job: serde_json::Value = client
-        .post(server.url("/v2/evaluations"))
-        .bearer_auth(ADMIN)
-        .json(&serde_json::json!({
-            "model": "digits_cnn", "dataset": "digits_test", "limit": 8,
-            "parameters": {"attack": "pgd", "eps": 0.1, "steps": 2}
-        }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let job: serde_json::Value = server
+        .post_json(
+            "/v2/evaluations",
+            &serde_json::json!({
+                "model": "digits_cnn", "dataset": "digits_test", "limit": 8,
+                "parameters": {"attack": "pgd", "eps": 0.1, "steps": 2}
+            }),
+        )
+        .await;
     let id = job["id"].as_str().unwrap().to_owned();
     server
         .wait_for_job(&id, std::time::Duration::from_secs(120), |job| {

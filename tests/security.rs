@@ -16,16 +16,10 @@ const READ: &str = "read-token-0123456789abcdef";
 const ADMIN: &str = "admin-token-0123456789abcdef";
 const WRONG: &str = "wrong-token-0123456789abcdef";
 
-fn python() -> PathBuf {
-    std::env::var_os("ROBUSTD_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| common::repo_root().join(".venv/bin/python"))
-}
-
 /// The hostile files of tests/reference/hostile_models.py, made once per test.
 fn hostile_models() -> PathBuf {
     let out = std::env::temp_dir().join(format!("robustd-hostile-{}", uuid::Uuid::new_v4()));
-    let status = std::process::Command::new(python())
+    let status = std::process::Command::new(common::python())
         .arg(common::repo_root().join("tests/reference/hostile_models.py"))
         .arg(&out)
         .status()
@@ -153,7 +147,6 @@ async fn every_route_in_the_document_goes_through_the_token_check() {
         "{checked:?}"
     );
 
-    // No token, right or wrong, shows in the server's log.
     drop(server);
     let _ = std::fs::remove_file(tokens);
 }
@@ -242,11 +235,7 @@ async fn the_explicit_flag_opens_a_non_loopback_address_with_a_warning() {
 }
 
 async fn upload(server: &TestServer, name: &str, file: &std::path::Path) -> (u16, Value) {
-    let models = common::repo_root().join("models");
-    let mut card: Value =
-        serde_json::from_str(&std::fs::read_to_string(models.join("digits_cnn.json")).unwrap())
-            .unwrap();
-    card["name"] = json!(name);
+    let card = common::card("digits_cnn", name);
     let response = reqwest::Client::new()
         .put(server.url(&format!("/v2/repository/models/{name}")))
         .bearer_auth(ADMIN)
@@ -333,6 +322,13 @@ fn attack_body(digits: &Digits, n: usize, parameters: Value) -> Value {
     })
 }
 
+/// Checks that `response` has `status` and an error message that contains `needle`.
+async fn refused(response: reqwest::Response, status: u16, needle: &str) {
+    assert_eq!(response.status().as_u16(), status);
+    let body: Value = response.json().await.unwrap();
+    assert!(body["error"].as_str().unwrap().contains(needle), "{body}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn every_limit_is_a_setting_and_names_itself_when_refused() {
     let server = TestServer::start(&[
@@ -362,15 +358,6 @@ async fn every_limit_is_a_setting_and_names_itself_when_refused() {
             .json(&body)
             .send()
     };
-    let refused = |status: u16, needle: &'static str| {
-        move |response: reqwest::Response| async move {
-            assert_eq!(response.status().as_u16(), status);
-            let body: Value = response.json().await.unwrap();
-            assert!(body["error"].as_str().unwrap().contains(needle), "{body}");
-            body
-        }
-    };
-
     let ok = attack(attack_body(
         &digits,
         2,
@@ -380,9 +367,6 @@ async fn every_limit_is_a_setting_and_names_itself_when_refused() {
     .unwrap();
     assert_eq!(ok.status(), 200);
     refused(
-        400,
-        "parameters.steps: must be at most 40 on this server (--max-steps), got 41",
-    )(
         attack(attack_body(
             &digits,
             2,
@@ -390,26 +374,26 @@ async fn every_limit_is_a_setting_and_names_itself_when_refused() {
         ))
         .await
         .unwrap(),
+        400,
+        "parameters.steps: must be at most 40 on this server (--max-steps), got 41",
     )
     .await;
-    refused(400, "parameters.attacks[1].restarts: must be at most 2")(
-        attack(attack_body(
-            &digits,
-            2,
-            json!({"attacks": [{"method": "fgsm", "eps": 0.1}, {"method": "pgd", "eps": 0.1, "restarts": 3}]}),
-        ))
-        .await
-        .unwrap(),
+    let restarts = json!({"attacks": [{"method": "fgsm", "eps": 0.1}, {"method": "pgd", "eps": 0.1, "restarts": 3}]});
+    refused(
+        attack(attack_body(&digits, 2, restarts)).await.unwrap(),
+        400,
+        "parameters.attacks[1].restarts: must be at most 2",
     )
     .await;
     let mut deep = attack_body(&digits, 1, json!({"attack": "fgsm", "eps": 0.1}));
     deep["inputs"][0]["shape"] = json!([1, 1, 1, 1, 8, 8]);
     refused(
+        attack(deep).await.unwrap(),
         400,
         "inputs[0].shape: a tensor may have at most 4 dimensions (--max-tensor-rank), got 6",
-    )(attack(deep).await.unwrap())
+    )
     .await;
-    refused(413, "at most 2000 elements in all (--max-elements)")(
+    refused(
         attack(attack_body(
             &digits,
             32,
@@ -417,6 +401,8 @@ async fn every_limit_is_a_setting_and_names_itself_when_refused() {
         ))
         .await
         .unwrap(),
+        413,
+        "at most 2000 elements in all (--max-elements)",
     )
     .await;
 
@@ -430,8 +416,12 @@ async fn every_limit_is_a_setting_and_names_itself_when_refused() {
             }))
             .send()
     };
-    refused(400, "at most 100 samples (--max-job-samples), got 101")(job(101, 5).await.unwrap())
-        .await;
+    refused(
+        job(101, 5).await.unwrap(),
+        400,
+        "at most 100 samples (--max-job-samples), got 101",
+    )
+    .await;
     let first = job(100, 40).await.unwrap();
     assert_eq!(first.status(), 202);
     let first: Value = first.json().await.unwrap();
@@ -452,10 +442,7 @@ async fn every_limit_is_a_setting_and_names_itself_when_refused() {
 
     // Upload size.
     let models = common::repo_root().join("models");
-    let mut card: Value =
-        serde_json::from_str(&std::fs::read_to_string(models.join("digits_cnn.json")).unwrap())
-            .unwrap();
-    card["name"] = json!("too_big");
+    let card = common::card("digits_cnn", "too_big");
     let response = client
         .put(server.url("/v2/repository/models/too_big"))
         .header("Model-Card", card.to_string())
@@ -463,7 +450,7 @@ async fn every_limit_is_a_setting_and_names_itself_when_refused() {
         .send()
         .await
         .unwrap();
-    refused(413, "at most 4096 bytes (--max-upload-bytes)")(response).await;
+    refused(response, 413, "at most 4096 bytes (--max-upload-bytes)").await;
 
     // The request timeout: a long inline attack on the ResNet is cut at 2 s with a 504.
     let resnet = json!({
@@ -482,6 +469,11 @@ async fn every_limit_is_a_setting_and_names_itself_when_refused() {
         .send()
         .await
         .unwrap();
-    refused(504, "request timeout of 1 s (--request-timeout-s)")(response).await;
+    refused(
+        response,
+        504,
+        "request timeout of 1 s (--request-timeout-s)",
+    )
+    .await;
     assert!(started.elapsed() < Duration::from_secs(30));
 }

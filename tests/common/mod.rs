@@ -15,6 +15,22 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The project's Python (ROBUSTD_PYTHON, or the one in .venv), with torch and the reference
+/// tools.
+pub fn python() -> PathBuf {
+    std::env::var_os("ROBUSTD_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".venv/bin/python"))
+}
+
+/// The card of shipped model `shipped` (models/{shipped}.json), renamed `name`.
+pub fn card(shipped: &str, name: &str) -> Value {
+    let path = repo_root().join("models").join(format!("{shipped}.json"));
+    let mut card: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    card["name"] = Value::from(name);
+    card
+}
+
 pub fn robustd() -> Command {
     Command::new(env!("CARGO_BIN_EXE_robustd"))
 }
@@ -104,7 +120,10 @@ impl TestServer {
 
     /// A GET of `path` with the server's admin token, if it has one.
     fn get(&self, path: &str) -> reqwest::RequestBuilder {
-        let request = self.client.get(self.url(path));
+        self.with_token(self.client.get(self.url(path)))
+    }
+
+    fn with_token(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         match &self.token {
             Some(token) => request.bearer_auth(token),
             None => request,
@@ -122,6 +141,20 @@ impl TestServer {
             .json()
             .await
             .unwrap_or_else(|e| panic!("GET {path}: the answer is not JSON: {e}"))
+    }
+
+    /// POSTs `body` as JSON to `path`, with the server's admin token if it has one, and reads
+    /// the answer as JSON, whatever its status.
+    pub async fn post_json(&self, path: &str, body: &Value) -> Value {
+        let response = self
+            .with_token(self.client.post(self.url(path)).json(body))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"));
+        response
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("POST {path}: the answer is not JSON: {e}"))
     }
 
     /// Polls evaluation `id` until `done` holds for its status, which it returns; fails the
@@ -143,6 +176,21 @@ impl TestServer {
                 "evaluation {id} did not get there within {within:?}: {job}"
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until every model in models/ is ready: they load one after another at start.
+    pub async fn wait_all_ready(&self) {
+        for entry in std::fs::read_dir(repo_root().join("models"))
+            .unwrap()
+            .flatten()
+        {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "json") {
+                let card: Value =
+                    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+                self.wait_ready(card["name"].as_str().unwrap()).await;
+            }
         }
     }
 
