@@ -8,11 +8,12 @@ use tch::{CModule, Device, Kind, Tensor};
 use super::AttackError;
 use crate::model::{ModelCard, Task};
 
-/// Whether libtorch's graph executor optimises the models robustd runs; set for the calling
-/// thread before every forward pass. Off, gradient loops took 0.88-0.99 of the time they take with
-/// it on, a model's first calls no longer spend tens of milliseconds being optimised, and a call's
-/// speed no longer depends on the calls before it (on, one forward pass without gradients made the
-/// gradient steps after it up to 18% faster). Results were bit for bit the same either way.
+/// Whether libtorch's graph executor optimises the models robustd runs; set for the loading
+/// thread when a model loads ([`AttackedModel::load`]). Off, gradient loops took 0.88-0.99 of
+/// the time they take with it on, a model's first calls no longer spend tens of milliseconds
+/// being optimised, and a call's speed no longer depends on the calls before it (on, one forward
+/// pass without gradients made the gradient steps after it up to 18% faster). Results were bit
+/// for bit the same either way.
 pub const GRAPH_EXECUTOR_OPTIMIZE: bool = false;
 
 /// The file is not a TorchScript archive robustd will hand to libtorch.
