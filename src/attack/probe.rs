@@ -101,12 +101,17 @@ pub fn probe(
         let grad = Tensor::f_run_backward(&[total], &[&input], false, false)?.remove(0);
         // Each sample's least and greatest entry, in one pass: its gradient is all zero when
         // both are zero, and holds NaN when they are NaN (min and max propagate it).
+        // Both come back to the host in one copy, [least, greatest] per sample.
         let (least, greatest) = grad.f_reshape([batch as i64, -1])?.f_aminmax(1, false)?;
-        let least = Vec::<f32>::try_from(&least)?;
-        let greatest = Vec::<f32>::try_from(&greatest)?;
-        let bounds = || least.iter().zip(&greatest);
-        let zero = bounds().map(|(&l, &g)| l == 0.0 && g == 0.0).collect();
-        let nan = bounds().map(|(l, g)| l.is_nan() || g.is_nan()).collect();
+        let bounds = Vec::<f32>::try_from(&Tensor::f_stack(&[least, greatest], 1)?.f_view(-1)?)?;
+        let zero = bounds
+            .chunks(2)
+            .map(|b| b[0] == 0.0 && b[1] == 0.0)
+            .collect();
+        let nan = bounds
+            .chunks(2)
+            .map(|b| b[0].is_nan() || b[1].is_nan())
+            .collect();
         (Some(grad), zero, nan)
     } else {
         (None, vec![false; batch], vec![false; batch])

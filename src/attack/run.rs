@@ -8,7 +8,7 @@ use tch::{Kind, Tensor};
 use super::ball::{l2_norms, linf_norms, Ball};
 use super::probe::{probe, Goal, Labels};
 use super::spec::{AttackPlan, AttackSettings, LossKind, Method, Norm, SampleResult};
-use super::tracker::{index, Breach, Tracker};
+use super::tracker::{index, whole_in_order, Breach, Tracker};
 use super::{apgd, pgd, stream, AttackError, AttackedModel};
 use crate::model::Task;
 
@@ -101,9 +101,7 @@ impl Rows {
             return Ok(None);
         }
         // The whole batch in order: its tensors as they are, no copies.
-        let whole = ids.len() == ctx.batch.sample_ids.len()
-            && ids.iter().enumerate().all(|(k, &i)| i == k as i64);
-        if whole {
+        if whole_in_order(&ids, ctx.batch.sample_ids.len()) {
             return Ok(Some(Self {
                 clean: ctx.batch.x.shallow_clone(),
                 labels: ctx.batch.labels.shallow_clone(),
@@ -209,7 +207,7 @@ pub fn evaluate(
     let l2 = Vec::<f32>::try_from(&l2_norms(&delta)?.f_view(-1)?)?;
     let labels: Vec<String> = plan.attacks.iter().map(|s| s.label(card.task)).collect();
     let classes = match &batch.labels {
-        Labels::Classes(y) => Some(Vec::<i64>::try_from(&y.f_to_kind(tch::Kind::Int64)?)?),
+        Labels::Classes(y) => Some(Vec::<i64>::try_from(y)?),
         Labels::Values(_) => None,
     };
 

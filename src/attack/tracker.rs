@@ -105,18 +105,14 @@ impl Tracker {
             return Ok(());
         }
         self.partial |= rows.len() != self.breach.len();
+        let (to, from): (Vec<i64>, Vec<i64>) = take.into_iter().unzip();
         // Every row of the batch, in order: `x` is the whole kept tensor (no copy).
-        let whole = take.len() == self.breach.len()
-            && take
-                .iter()
-                .enumerate()
-                .all(|(k, &(row, j))| row == k as i64 && j == k as i64);
-        if whole {
+        let n = self.breach.len();
+        if whole_in_order(&to, n) && whole_in_order(&from, n) {
             self.kept = x.shallow_clone();
             return Ok(());
         }
         let device = x.device();
-        let (to, from): (Vec<i64>, Vec<i64>) = take.into_iter().unzip();
         let to = index(&to, device)?;
         let from = index(&from, device)?;
         self.kept = self
@@ -124,6 +120,11 @@ impl Tracker {
             .f_index_copy(0, &to, &x.f_index_select(0, &from)?)?;
         Ok(())
     }
+}
+
+/// Whether `rows` are 0, 1, .., n - 1: every row of a batch of `n`, in order.
+pub fn whole_in_order(rows: &[i64], n: usize) -> bool {
+    rows.len() == n && rows.iter().enumerate().all(|(k, &row)| row == k as i64)
 }
 
 /// An index tensor on `device`.
