@@ -461,7 +461,8 @@ impl Jobs {
         }
     }
 
-    async fn load_data(
+    /// A job's samples (and target classes, when it was given them), as it runs them.
+    pub async fn load_data(
         &self,
         source: &DataSource,
     ) -> Result<(Dataset, Option<HostTensor>), JobError> {

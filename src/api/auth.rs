@@ -22,8 +22,7 @@ use super::{ApiError, AppState};
 pub const MIN_TOKEN_LEN: usize = 16;
 
 /// What a token allows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Scope {
     Read,
     Admin,
@@ -181,7 +180,6 @@ fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub name: String,
-    pub scope: Scope,
 }
 
 /// The access a route demands, by method and route template. The one table of it.
@@ -265,7 +263,6 @@ pub fn check(
     if tokens.is_empty() {
         return Ok(Caller {
             name: "anonymous".to_owned(),
-            scope: Scope::Admin,
         });
     }
     let given = authorization
@@ -283,24 +280,20 @@ pub fn check(
         Access::Public => {
             return Ok(Caller {
                 name: token.map_or_else(|| "anonymous".to_owned(), Token::fingerprint),
-                scope: token.map_or(Scope::Read, |t| t.scope),
             })
         }
         Access::Needs(scope) => scope,
     };
-    let token = match (given, token) {
-        (None, _) => {
-            return Err(ApiError::Unauthorized(format!(
-                "Authorization: this route needs a {} token; send Authorization: Bearer <token>",
-                scope_name(needed_scope)
-            )))
-        }
-        (Some(_), None) => {
-            return Err(ApiError::Unauthorized(
-                "Authorization: the token is not one this server accepts".to_owned(),
-            ))
-        }
-        (Some(_), Some(token)) => token,
+    if given.is_none() {
+        return Err(ApiError::Unauthorized(format!(
+            "Authorization: this route needs a {} token; send Authorization: Bearer <token>",
+            scope_name(needed_scope)
+        )));
+    }
+    let Some(token) = token else {
+        return Err(ApiError::Unauthorized(
+            "Authorization: the token is not one this server accepts".to_owned(),
+        ));
     };
     if token.scope < needed_scope {
         return Err(ApiError::Forbidden(format!(
@@ -311,7 +304,6 @@ pub fn check(
     }
     Ok(Caller {
         name: token.fingerprint(),
-        scope: token.scope,
     })
 }
 

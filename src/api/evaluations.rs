@@ -223,7 +223,7 @@ fn view(job: &JobRecord, with_report: bool) -> Value {
     body
 }
 
-async fn job(state: &AppState, id: &str) -> Result<JobRecord, ApiError> {
+pub(super) async fn job(state: &AppState, id: &str) -> Result<JobRecord, ApiError> {
     state
         .store
         .job(id)
@@ -375,7 +375,7 @@ async fn adversarial(
     Ok((record, tensor, bytes))
 }
 
-fn download(bytes: Vec<u8>, filename: String) -> Response {
+pub(super) fn download(bytes: Vec<u8>, filename: String) -> Response {
     (
         [
             (header::CONTENT_TYPE, "application/octet-stream".to_owned()),

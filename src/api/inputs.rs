@@ -2,14 +2,13 @@
 //! to show a sample, its perturbation and its true label. Read-only.
 
 use axum::extract::{Path, State};
-use axum::http::header;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 
 use super::error::ErrorBody;
+use super::evaluations::{download, job};
 use super::{ApiError, AppState};
 use crate::dataset::Dataset;
-use crate::jobs::{DataSource, JobSpec};
-use crate::tensor::{read_npy, HostTensor};
+use crate::jobs::JobSpec;
 
 /// `GET /v2/evaluations/{id}/inputs.safetensors`: `x`, the clean inputs, and `y`, the labels,
 /// one row per sample in the report's order (the rows of `adversarial.safetensors`); `target`
@@ -19,60 +18,20 @@ pub async fn inputs_safetensors(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let record = state
-        .store
-        .job(&id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("evaluation {id:?} does not exist")))?;
+    let record = job(&state, &id).await?;
     let spec: JobSpec = serde_json::from_value(record.spec)
         .map_err(|e| ApiError::Internal(format!("evaluation {id:?}: unreadable job: {e}")))?;
-    let gone = |e: String| ApiError::Gone(format!("evaluation {id:?}: its inputs are gone: {e}"));
 
-    let (data, targets) = match &spec.data {
-        DataSource::Dataset { name, start, n } => {
-            let data = state.datasets.load(name).await.map_err(gone)?;
-            if start + n > data.len() {
-                return Err(gone(format!(
-                    "data set {name:?} now holds {} samples, the evaluation used {}",
-                    data.len(),
-                    start + n
-                )));
-            }
-            (data.slice(*start, *n), None)
-        }
-        DataSource::Inline {
-            x_sha256,
-            y_sha256,
-            targets_sha256,
-        } => {
-            let read = |sha: &str| -> Result<HostTensor, ApiError> {
-                let bytes = state
-                    .store
-                    .blobs
-                    .get(sha)
-                    .map_err(|e| gone(e.to_string()))?;
-                read_npy(&bytes).map_err(gone)
-            };
-            let data = Dataset::new(read(x_sha256)?, read(y_sha256)?).map_err(gone)?;
-            let targets = targets_sha256.as_deref().map(read).transpose()?;
-            (data, targets)
-        }
-    };
+    let (data, targets) = state
+        .jobs
+        .load_data(&spec.data)
+        .await
+        .map_err(|e| ApiError::Gone(format!("evaluation {id:?}: its inputs are gone: {e}")))?;
 
     let mut tensors = vec![("x", &data.x), ("y", &data.y)];
     if let Some(targets) = &targets {
         tensors.push(("target", targets));
     }
     let bytes = Dataset::to_safetensors(&tensors);
-    Ok((
-        [
-            (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
-            (
-                header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"{id}-inputs.safetensors\""),
-            ),
-        ],
-        bytes,
-    )
-        .into_response())
+    Ok(download(bytes, format!("{id}-inputs.safetensors")))
 }

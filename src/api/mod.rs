@@ -200,7 +200,8 @@ pub fn app(state: AppState) -> Router {
         // status.
         .on_failure(DefaultOnFailure::new().level(Level::DEBUG));
 
-    // Raw uploads stream to disk and carry their own limit.
+    // Raw uploads stream to disk and carry their own limit. These routes and the event streams
+    // have no request timeout (`untimed` says so to the OpenAPI document).
     let uploads = Router::new()
         .route(
             "/v2/repository/models/{model}",
@@ -296,6 +297,15 @@ async fn request_timeout(State(limit): State<Duration>, request: Request, next: 
         ))
         .into_response(),
     }
+}
+
+/// Whether the request timeout leaves a route alone: the raw model upload and removal, and event
+/// streams, which last as long as their job (the `uploads` and `streams` routers of `app`).
+pub fn untimed(method: &axum::http::Method, route: &str) -> bool {
+    use axum::http::Method;
+    route == "/v2/evaluations/{id}/events"
+        || (route == "/v2/repository/models/{model}"
+            && (method == Method::PUT || method == Method::DELETE))
 }
 
 /// Fills the request span's model, batch and compute time, which its closing log line shows.

@@ -92,8 +92,7 @@ impl Modify for AccessDocs {
                         );
                     }
                 }
-                let streamed = path.ends_with("/events") || method == axum::http::Method::PUT;
-                if !streamed {
+                if !super::untimed(&method, path) {
                     add_error(operation, "504", "The request ran past the request timeout");
                 }
                 if path == "/v2/evaluations" && method == axum::http::Method::POST {
