@@ -36,8 +36,7 @@ impl Floor {
 
     /// PGD-`steps` with a uniform random start; returns the last iterate.
     pub fn pgd(&self, x: &Tensor, y: &Tensor, eps: f64, alpha: f64, steps: u32) -> Tensor {
-        let start = x.rand_like() * (2.0 * eps) - eps;
-        let mut adv = (x + start).clamp(0.0, 1.0);
+        let mut adv = random_start(x, eps);
         for _ in 0..steps {
             adv = self.step(&adv, x, y, eps, alpha);
         }
@@ -54,8 +53,7 @@ impl Floor {
         alpha: f64,
         sizes: &[usize],
     ) -> Tensor {
-        let start = x.rand_like() * (2.0 * eps) - eps;
-        let mut adv = (x + start).clamp(0.0, 1.0);
+        let mut adv = random_start(x, eps);
         let (mut x, mut y) = (x.shallow_clone(), y.shallow_clone());
         for &size in sizes {
             let size = size as i64;
@@ -86,4 +84,9 @@ impl Floor {
         let stepped = input.detach() + grad.sign() * alpha;
         (x + (stepped - x).clamp(-eps, eps)).clamp(0.0, 1.0)
     }
+}
+
+/// A uniform random point of the eps-ball around `x`, clipped to [0, 1].
+fn random_start(x: &Tensor, eps: f64) -> Tensor {
+    (x + (x.rand_like() * (2.0 * eps) - eps)).clamp(0.0, 1.0)
 }

@@ -72,6 +72,8 @@ fn main() {
     // that the server is not flattered by them.
     robustd::worker::tune_malloc();
     tch::set_num_threads(options.threads);
+    // As robustd sets it when a model loads; the floor's runs are on this thread too.
+    tch::jit::set_graph_executor_optimize(GRAPH_EXECUTOR_OPTIMIZE);
     tch::manual_seed(0);
     // Keep the servers' start lines, not a line per request.
     std::env::set_var("ROBUSTD_TEST_SERVER_LOG", "warn,robustd=info");
@@ -170,30 +172,13 @@ impl Subject {
 
     /// The inputs as a safetensors file, for the Python peer.
     fn write_data(&self, folder: &Path) -> PathBuf {
-        use safetensors::tensor::TensorView;
-        use safetensors::Dtype;
-        let x: Vec<u8> = host_f32(&self.x)
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect();
-        let y: Vec<u8> = host_i64(&self.y)
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect();
-        let shape = |t: &Tensor| t.size().iter().map(|&d| d as usize).collect::<Vec<_>>();
-        let views = [
-            (
-                "x",
-                TensorView::new(Dtype::F32, shape(&self.x), &x).expect("x"),
-            ),
-            (
-                "y",
-                TensorView::new(Dtype::I64, shape(&self.y), &y).expect("y"),
-            ),
-        ];
+        use robustd::dataset::Dataset;
+        use robustd::tensor::HostTensor;
+        let x = HostTensor::f32(self.x.size(), host_f32(&self.x));
+        let y = HostTensor::i64(self.y.size(), host_i64(&self.y));
         let path = folder.join(format!("{}.safetensors", self.name));
-        let bytes = safetensors::serialize(views, None).expect("serialise the inputs");
-        std::fs::write(&path, bytes).expect("write the inputs");
+        std::fs::write(&path, Dataset::to_safetensors(&[("x", &x), ("y", &y)]))
+            .expect("write the inputs");
         path
     }
 
@@ -211,11 +196,10 @@ impl Subject {
     }
 }
 
-/// One timed configuration: a subject, a batch size, a step count, how many repetitions.
+/// One timed configuration (of `STEPS` steps): a subject, a batch size, how many repetitions.
 struct Case {
     subject: usize,
     batch: usize,
-    steps: u32,
     reps: usize,
     /// Short enough that each timed run follows an untimed one.
     cheap: bool,
@@ -253,7 +237,6 @@ fn cases(subjects: &[Subject], options: &Options) -> Vec<Case> {
             cases.push(Case {
                 subject: s,
                 batch,
-                steps: STEPS,
                 reps,
                 cheap,
                 request: request(STEPS),
@@ -386,7 +369,7 @@ impl Bench {
     fn run(&mut self, contender: Contender, case: usize, warm_up: bool) -> Option<Duration> {
         let case = &self.cases[case];
         let subject = &self.subjects[case.subject];
-        let steps = if warm_up { WARM_UP_STEPS } else { case.steps };
+        let steps = if warm_up { WARM_UP_STEPS } else { STEPS };
         let alpha = step_size(subject.eps, steps);
         let request = if warm_up {
             &case.warm_up_request
@@ -396,7 +379,6 @@ impl Bench {
         let path = format!("/v2/models/{}/attack", subject.name);
         match contender {
             Contender::Floor => {
-                tch::jit::set_graph_executor_optimize(GRAPH_EXECUTOR_OPTIMIZE);
                 let started = Instant::now();
                 let adv = subject
                     .floor
@@ -458,7 +440,6 @@ impl Bench {
             .map(|b| vec![b.sample_ids.len(); STEPS as usize])
             .collect();
         let floor = |sizes: &[Vec<usize>]| {
-            tch::jit::set_graph_executor_optimize(GRAPH_EXECUTOR_OPTIMIZE);
             for (b, sizes) in chunks.iter().zip(sizes) {
                 let Labels::Classes(y) = &b.labels else {
                     unreachable!("class labels")
@@ -548,8 +529,8 @@ impl Bench {
         let worker = *common::children_of(server)
             .first()
             .expect("the server's worker process");
-        let resident = |pid| server::memory(pid, "VmRSS:").unwrap_or(0);
-        let peak = |pid| server::memory(pid, "VmHWM:").unwrap_or(0);
+        let resident = |pid| robustd::engine::proc_status_bytes(pid, "VmRSS:").unwrap_or(0);
+        let peak = |pid| robustd::engine::proc_status_bytes(pid, "VmHWM:").unwrap_or(0);
 
         let resnet = &self.subjects[1];
         let large = AttackRequest::new(
@@ -623,7 +604,7 @@ impl Bench {
                 vec![
                     name(c),
                     c.batch.to_string(),
-                    c.steps.to_string(),
+                    STEPS.to_string(),
                     c.reps.to_string(),
                     Spread::of(floor).ms_text(),
                     ratio_text(Spread::ratios(module, floor)),
@@ -768,12 +749,11 @@ fn start_server(http: &Http, options: &Options, extra: &[&str]) -> TestServer {
 
 /// robustd's default PGD step size.
 fn step_size(eps: f64, steps: u32) -> f64 {
-    2.5 * eps / f64::from(steps)
+    AttackSettings::new(Method::Pgd, Norm::Linf, eps, steps).pgd_step_size()
 }
 
 fn pgd_plan(eps: f64, steps: u32, objective: Objective) -> AttackPlan {
     let settings = AttackSettings {
-        step_size: Some(step_size(eps, steps)),
         random_start: true,
         ..AttackSettings::new(Method::Pgd, Norm::Linf, eps, steps)
     };

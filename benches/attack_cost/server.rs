@@ -120,14 +120,6 @@ async fn send(client: &reqwest::Client, url: &str, request: &AttackRequest) -> B
     body
 }
 
-/// A field of /proc/PID/status in bytes (VmRSS: resident now, VmHWM: peak resident).
-pub fn memory(pid: u32, field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with(field))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
-}
-
 /// Resets a process's peak resident memory to its current one (Linux: `5` to clear_refs).
 pub fn reset_peak(pid: u32) -> bool {
     std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok()

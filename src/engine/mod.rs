@@ -7,6 +7,6 @@ pub mod queue;
 mod work;
 
 pub use metrics::Metrics;
-pub use pool::{EngineError, PoolSettings, SlotSettings, WorkerPool};
+pub use pool::{proc_status_bytes, EngineError, PoolSettings, SlotSettings, WorkerPool};
 pub use queue::BatcherSettings;
 pub use work::{concat, rows, Operation, Work, WorkInputs, WorkResult};

@@ -536,8 +536,13 @@ impl WorkerProcess {
 
 /// Resident memory of a process, from /proc.
 fn resident_bytes(pid: u32) -> Option<u64> {
+    proc_status_bytes(pid, "VmRSS:")
+}
+
+/// A field of /proc/PID/status in bytes (`VmRSS:` resident now, `VmHWM:` peak resident).
+pub fn proc_status_bytes(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
 }
