@@ -718,7 +718,7 @@
     // Only the data sets whose samples have the model's input shape.
     const fillDatasets = () => {
       const card = ready.find((m) => m.name === model.value).meta.card;
-      const fits = datasets.filter((d) => d.x_shape.slice(1).join() === card.input.shape.join());
+      const fits = datasets.filter((d) => fitsCard(d, card));
       dataset.replaceChildren(
         ...fits.map((d) => el("option", { value: d.name }, `${d.name} (${d.n})`)),
       );
@@ -821,7 +821,7 @@
     });
     // Start on the first model that has a data set to run on.
     const fitting = ready.find((m) =>
-      datasets.some((d) => d.x_shape.slice(1).join() === m.meta.card.input.shape.join()),
+      datasets.some((d) => fitsCard(d, m.meta.card)),
     );
     if (fitting) model.value = fitting.name;
     fillDatasets();
@@ -1072,11 +1072,26 @@
     );
   }
 
-  /** Robust accuracy against eps with its 95% band, clean accuracy at eps 0; inline SVG. */
-  function curve(report) {
-    const rows = report.sweep.length
+  /** Whether a data set's samples have the shape a model card asks for. */
+  function fitsCard(dataset, card) {
+    return dataset.x_shape.slice(1).join() === card.input.shape.join();
+  }
+
+  /** A sample row's outcome: broken by the attack, held, or wrong before it. */
+  function outcome(s) {
+    return s.clean_correct && !s.robust ? "broken" : s.robust ? "held" : "wrong";
+  }
+
+  /** A report's rows per eps: its sweep, or its one eps with the summary. */
+  function sweepRows(report) {
+    return report.sweep.length
       ? report.sweep
       : [{ eps: report.plan.attacks[0].eps, summary: report.summary }];
+  }
+
+  /** Robust accuracy against eps with its 95% band, clean accuracy at eps 0; inline SVG. */
+  function curve(report) {
+    const rows = sweepRows(report);
     const accuracy = Boolean(report.summary.robust_accuracy);
     const points = rows.map((r) => {
       const p = accuracy ? r.summary.robust_accuracy : null;
@@ -1213,9 +1228,7 @@
 
   /** Per eps: how many points stayed robust, fell to each attack, or were wrong to begin with. */
   function breakdown(report) {
-    const rows = report.sweep.length
-      ? report.sweep
-      : [{ eps: report.plan.attacks[0].eps, summary: report.summary }];
+    const rows = sweepRows(report);
     const s0 = rows[0].summary;
     if (!s0.robust_accuracy) {
       return el(
@@ -1481,7 +1494,7 @@
       c === null || c === undefined ? "–" : names[c] !== undefined ? names[c] : String(c);
 
     // Broken points first (what the attack found), then robust ones, then those wrong from the start.
-    const rank = (s) => (s.clean_correct && !s.robust ? 0 : s.robust ? 1 : 2);
+    const rank = (s) => ["broken", "held", "wrong"].indexOf(outcome(s));
     const order = samples
       .map((s, i) => i)
       .sort((a, b) => rank(samples[a]) - rank(samples[b]) || a - b)
@@ -1495,7 +1508,7 @@
       }
     }
     const amplification = largest > 0 ? (hi - lo) / (2 * largest) : 1;
-    const broken = samples.filter((s) => s.clean_correct && !s.robust).length;
+    const broken = samples.filter((s) => outcome(s) === "broken").length;
 
     const tiles = order.map((i) => {
       const s = samples[i];
@@ -1507,7 +1520,7 @@
       return el(
         "figure",
         {
-          class: `tile ${s.clean_correct && !s.robust ? "broken" : s.robust ? "held" : "wrong"}`,
+          class: `tile ${outcome(s)}`,
           "data-index": i,
         },
         el(
